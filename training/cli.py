@@ -1,0 +1,87 @@
+"""``athe train backbone`` and ``athe train router``: thin click wrappers over the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from athe.variants import VARIANTS, get_variant
+
+
+@click.group()
+def train() -> None:
+    """Train a backbone (all levels, one weight set) or the difficulty router."""
+
+
+@train.command("backbone")
+@click.option("--variant", "variant_name", type=click.Choice(sorted(VARIANTS)), required=True)
+@click.option("--data", type=click.Path(), default=None,
+              help="ImageFolder dir, .tar(.gz) archive or CIFAR root (default: the variant's).")
+@click.option("--dataset", type=click.Choice(["auto", "cifar10", "cifar100", "imagefolder"]), default="auto")
+@click.option("--download", is_flag=True, help="Download CIFAR into --data if missing.")
+@click.option("--init", default=None, help="'timm' (pretrained weights; needs network) or a checkpoint path.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--cheap-levels-per-step", type=int, default=0, show_default=True,
+              help="0: every cheaper level each step (sandwich); k: k of them, cycling.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, default=None, help="Use only the first N training images.")
+@click.option("--max-steps", type=int, default=None)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--out", type=click.Path(), required=True, help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+def backbone(variant_name: str, data: str | None, dataset: str, download: bool, init: str | None,
+             epochs: int | None, batch_size: int | None, lr: float | None,
+             cheap_levels_per_step: int, seed: int, limit: int | None, max_steps: int | None,
+             workers: int, compile_: bool, out: str, resume: bool) -> None:
+    """Train every level of VARIANT's backbone with one weight set."""
+    from athe.training.train import TrainConfig, train_backbone
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    variant = get_variant(variant_name)
+    recipe = variant.train
+    data = data or recipe.data_path
+    if data is None:
+        raise click.UsageError(f"variant {variant_name!r} has no default data; pass --data")
+    if init not in (None, "timm") and not Path(init).is_file():
+        raise click.BadParameter(f"{init!r} is neither 'timm' nor an existing checkpoint file", param_hint="--init")
+    cfg = TrainConfig(
+        variant=variant_name, data=str(data), out=out, epochs=epochs or recipe.epochs,
+        batch_size=batch_size or recipe.batch_size, lr=lr or recipe.lr,
+        weight_decay=recipe.weight_decay, warmup_epochs=recipe.warmup_epochs,
+        label_smoothing=recipe.label_smoothing, distill_weight=recipe.distill_weight,
+        val_size=recipe.val_size, router_size=recipe.router_size, split_seed=recipe.split_seed,
+        seed=seed, init=init, cheap_levels_per_step=cheap_levels_per_step, limit=limit,
+        max_steps=max_steps, workers=workers, compile=compile_, dataset=dataset, download=download,
+    )
+    try:
+        metrics = train_backbone(cfg, variant, resume=resume)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(metrics, indent=2))
+
+
+@train.command("router")
+@click.option("--backbone", "backbone_run", type=click.Path(exists=True), required=True,
+              help="Backbone run directory (or its last.pt).")
+@click.option("--data", type=click.Path(), default=None, help="Default: the backbone run's data.")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--delta", type=float, default=None, help="Calibration: accuracy points below dense allowed.")
+@click.option("--out", type=click.Path(), default=None, help="Default: the backbone run directory.")
+def router(backbone_run: str, data: str | None, epochs: int, delta: float | None, out: str | None) -> None:
+    """Label held-out images by per-level correctness, train the router CNN, calibrate thresholds."""
+    from athe.training.router_train import train_router_from_run
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = train_router_from_run(backbone_run, data=data, epochs=epochs, delta=delta, out=out)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    json.dump(result, sys.stdout, indent=2)
+    click.echo()

@@ -1,0 +1,258 @@
+"""Datasets from local files: ImageFolder directories and archives, CIFAR-10/100 on disk.
+
+Small images (all the same size, no resize needed, e.g. CIFAR) are decoded once into one uint8
+array ``[N, H, W, 3]`` and cached as ``.npy`` beside a JSON index (``~/.cache/athe`` or
+``$ATHE_CACHE``), so an epoch never waits on JPEG decoding; augmentation then runs on whole
+batches. Larger images stay encoded in memory or on disk and go through PIL transforms.
+
+Example::
+
+    >>> from athe.training.data import load_imageset, make_split
+    >>> images = load_imageset("../shared/data/cifar10-train.tar.gz")
+    >>> images.array.shape, len(images.classes)
+    ((50000, 32, 32, 3), 10)
+    >>> split = make_split(len(images), val_size=5000, router_size=5000, seed=0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+class DataError(ValueError):
+    """Bad or missing data, with the path and the fix in the message."""
+
+
+@dataclass
+class ImageSet:
+    """A labelled set of images held in memory.
+
+    Attributes:
+        classes: class names; label ``i`` is ``classes[i]``.
+        labels: ``[N]`` int64.
+        names: source name of each image (path inside the folder or archive).
+        array: ``[N, H, W, 3]`` uint8 when every image has the same size, else None.
+        encoded: the encoded bytes of each image when ``array`` is None.
+        skipped: ``(name, reason)`` for every file that could not be used.
+    """
+
+    classes: list[str]
+    labels: np.ndarray
+    names: list[str]
+    array: np.ndarray | None = None
+    encoded: list[bytes] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> Image.Image:
+        """Image ``i`` as an RGB PIL image."""
+        if self.array is not None:
+            return Image.fromarray(self.array[i])
+        assert self.encoded is not None
+        return _to_rgb(Image.open(io.BytesIO(self.encoded[i])))
+
+    def subset(self, indices: np.ndarray) -> ImageSet:
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageSet(
+            classes=self.classes, labels=self.labels[idx], names=[self.names[i] for i in idx],
+            array=self.array[idx] if self.array is not None else None,
+            encoded=[self.encoded[i] for i in idx] if self.encoded is not None else None,
+            skipped=self.skipped, source=self.source,
+        )
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "P"):
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        return Image.alpha_composite(bg, img).convert("RGB")
+    if img.mode.startswith("I;16") or img.mode == "I":
+        arr = np.asarray(img, dtype=np.float64)
+        return Image.fromarray((arr / 257.0).clip(0, 255).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
+
+
+def _decode(name: str, data: bytes) -> tuple[Image.Image | None, str | None]:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return _to_rgb(img), None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _class_of(member: str) -> tuple[str, str] | None:
+    """``root/.../<class>/<file>`` -> (class, file) for image files, else None."""
+    parts = Path(member).parts
+    if len(parts) < 2 or Path(member).suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    if any(p.startswith(".") for p in parts):
+        return None
+    return parts[-2], parts[-1]
+
+
+def _iter_archive(path: Path):
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            if member.isfile() and _class_of(member.name):
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    yield member.name, fh.read()
+
+
+def _iter_folder(path: Path):
+    for cls_dir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in cls_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"class folder {str(cls_dir)!r} has no images; remove it or add images")
+        for f in files:
+            yield str(f.relative_to(path)), f.read_bytes()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ATHE_CACHE", Path.home() / ".cache" / "athe"))
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def load_imagefolder(path: str | Path, *, cache: bool = True) -> ImageSet:
+    """An ImageFolder directory or ``.tar``/``.tar.gz`` archive (``<root>/<class>/<file>``).
+
+    Unreadable files are skipped and listed in ``ImageSet.skipped`` (and logged with their
+    path). Decoded arrays of same-size images are cached under ``$ATHE_CACHE``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data path {str(path)!r} does not exist; pass an ImageFolder directory or .tar(.gz) archive")
+    key = _file_key(path) if path.is_file() else None
+    cache_base = _cache_dir() / f"{path.name}-{key}" if key else None
+    if cache and cache_base is not None and cache_base.with_suffix(".json").exists():
+        meta = json.loads(cache_base.with_suffix(".json").read_text())
+        return ImageSet(
+            classes=meta["classes"], labels=np.load(cache_base.with_suffix(".labels.npy")),
+            names=meta["names"], array=np.load(cache_base.with_suffix(".npy")),
+            skipped=[tuple(s) for s in meta["skipped"]], source=str(path),
+        )
+    if path.is_file():
+        if not tarfile.is_tarfile(path):
+            raise DataError(f"{str(path)!r} is not a tar archive; pass a folder or a .tar/.tar.gz ImageFolder archive")
+        items = _iter_archive(path)
+    else:
+        items = _iter_folder(path)
+    raw: list[tuple[str, str, bytes]] = []
+    for name, data in items:
+        cls_file = _class_of(name)
+        assert cls_file is not None
+        raw.append((cls_file[0], name, data))
+    if not raw:
+        raise DataError(f"no images found in {str(path)!r}; expected <root>/<class>/<image> files")
+    classes = sorted({c for c, _, _ in raw})
+    cls_index = {c: i for i, c in enumerate(classes)}
+    images, labels, names, encoded, skipped = [], [], [], [], []
+    for cls, name, data in sorted(raw, key=lambda r: r[1]):
+        img, err = _decode(name, data)
+        if img is None:
+            _logger.warning("skipping unreadable image %s (%s)", name, err)
+            skipped.append((name, err or "unreadable"))
+            continue
+        images.append(img)
+        labels.append(cls_index[cls])
+        names.append(name)
+        encoded.append(data)
+    sizes = {im.size for im in images}
+    label_arr = np.asarray(labels, dtype=np.int64)
+    empty = [c for i, c in enumerate(classes) if not (label_arr == i).any()]
+    if empty:
+        raise DataError(f"class(es) {empty} in {str(path)!r} have no readable images; fix or remove them")
+    if len(sizes) == 1 and max(next(iter(sizes))) <= 96:
+        array = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
+        result = ImageSet(classes, label_arr, names, array=array, skipped=skipped, source=str(path))
+        if cache and cache_base is not None:
+            cache_base.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cache_base.with_suffix(".npy"), array)
+            np.save(cache_base.with_suffix(".labels.npy"), label_arr)
+            cache_base.with_suffix(".json").write_text(json.dumps(
+                {"classes": classes, "names": names, "skipped": skipped, "source": str(path)}))
+        return result
+    return ImageSet(classes, label_arr, names, encoded=encoded, skipped=skipped, source=str(path))
+
+
+def load_cifar(root: str | Path, which: str = "cifar10", *, train: bool = True,
+               download: bool = False) -> ImageSet:
+    """CIFAR-10/100 in torchvision's on-disk format; downloads only when ``download`` is set."""
+    from torchvision import datasets
+
+    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[which]
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except RuntimeError as exc:
+        raise DataError(
+            f"{which} not found under {str(root)!r} ({exc}); pass --download to fetch it, or "
+            f"point --data at a folder holding {'cifar-10-batches-py' if which == 'cifar10' else 'cifar-100-python'}"
+        ) from None
+    return ImageSet(
+        classes=list(ds.classes), labels=np.asarray(ds.targets, dtype=np.int64),
+        names=[f"{which}/{'train' if train else 'test'}/{i}" for i in range(len(ds.targets))],
+        array=np.asarray(ds.data, dtype=np.uint8), source=str(root),
+    )
+
+
+def load_imageset(path: str | Path, dataset: str = "auto", *, download: bool = False,
+                  train: bool = True) -> ImageSet:
+    """Load any supported dataset: ``auto`` picks CIFAR for torchvision folders, else ImageFolder."""
+    path = Path(path)
+    if dataset == "auto":
+        if (path / "cifar-10-batches-py").is_dir():
+            dataset = "cifar10"
+        elif (path / "cifar-100-python").is_dir():
+            dataset = "cifar100"
+        else:
+            dataset = "imagefolder"
+    if dataset in ("cifar10", "cifar100"):
+        return load_cifar(path, dataset, train=train, download=download)
+    if dataset in ("imagefolder", "imagefolder-archive", "imagenet"):
+        return load_imagefolder(path)
+    raise DataError(f"unknown dataset kind {dataset!r}; use auto, cifar10, cifar100 or imagefolder")
+
+
+def make_split(n: int, val_size: int, router_size: int, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic ``train`` / ``router`` / ``val`` index split of ``n`` items by ``seed``."""
+    if val_size + router_size >= n:
+        raise DataError(f"val_size {val_size} + router_size {router_size} leaves no training images out of {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return {
+        "val": np.sort(perm[:val_size]),
+        "router": np.sort(perm[val_size:val_size + router_size]),
+        "train": np.sort(perm[val_size + router_size:]),
+    }
+
+
+def check_labels(images: ImageSet, num_classes: int, variant_name: str) -> None:
+    """Refuse data with more classes than the variant's classifier has outputs."""
+    if len(images.classes) > num_classes:
+        raise DataError(
+            f"{images.source!r} has {len(images.classes)} classes but variant {variant_name!r} "
+            f"has {num_classes} outputs; pick a variant for this dataset"
+        )

@@ -1,0 +1,181 @@
+"""Export forms: one plain ``nn.Module`` per level, with static shapes and no data-dependent branching.
+
+Each export form computes exactly what ``AtheViT.forward_level`` computes for its level (tested
+to 1e-5), rewritten so mobile delegates take the whole graph (the reasons are in
+``athe.training.backend_quirks``):
+
+* weights are sliced per level at construction (only the level's heads exist in the graph);
+* attention is 3-D ``bmm`` per head on slices of one q/k/v projection (no 4-D matmul, no unbind);
+* the CLS attention row used for token ranking is recomputed on its own, ``softmax(q_cls Kᵀ)``;
+* LayerNorm is written with mean/var; the conv stem's BatchNorm is folded into its convs;
+* token keeping is ``topk`` + ``gather`` with a fixed k.
+
+Every export form states its example input (``get_example_inputs``), as ExecuTorch's
+``model_base.py`` does, so conversion never special-cases a model.
+
+Example::
+
+    >>> import torch
+    >>> from athe.variants import get_variant
+    >>> from athe.training.model import build_model
+    >>> from athe.training.export_form import LevelExport
+    >>> v = get_variant("athe-mini")
+    >>> form = LevelExport(build_model(v).eval(), v.level("simple"))
+    >>> ep = torch.export.export(form, form.get_example_inputs())
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from athe.training.model import AtheViT, ConvStemPatchEmbed
+from athe.variants import Level
+
+
+class MeanVarLayerNorm(nn.Module):
+    """LayerNorm over the last dim written as mean/var (XNNPACK has no native layer_norm)."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(norm.weight.detach().clone())
+        self.bias = nn.Parameter(norm.bias.detach().clone())
+        self.eps = norm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        centered = x - mean
+        var = (centered * centered).mean(dim=-1, keepdim=True)
+        return centered * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv.eval(), bn.eval())
+    return fused
+
+
+def export_stem(patch_embed: nn.Module) -> nn.Sequential:
+    """The patch embedding as a plain conv stack (BatchNorm folded), output ``[B, D, g, g]``."""
+    proj = patch_embed.proj
+    if not isinstance(patch_embed, ConvStemPatchEmbed):
+        return nn.Sequential(copy.deepcopy(proj))
+    layers: list[nn.Module] = []
+    mods = list(proj)
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        if isinstance(m, nn.Conv2d) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d):
+            layers.append(_fold_bn(copy.deepcopy(m), copy.deepcopy(mods[i + 1])))
+            i += 2
+        else:
+            layers.append(copy.deepcopy(m))
+            i += 1
+    return nn.Sequential(*layers)
+
+
+class BlockExport(nn.Module):
+    """One transformer block of one level: ``[B, N, D] -> [B, N', D]``."""
+
+    def __init__(self, block: nn.Module, heads: int, keep_k: int | None, fuse: bool) -> None:
+        super().__init__()
+        attn = block.attn
+        hd, inner, dim = attn.head_dim, attn.attn_dim, block.norm1.weight.shape[0]
+        self.heads, self.head_dim, self.scale = heads, hd, attn.head_dim ** -0.5
+        self.keep_k, self.fuse = keep_k, fuse
+        self.norm1 = MeanVarLayerNorm(block.norm1)
+        self.norm2 = MeanVarLayerNorm(block.norm2)
+        w, b = attn.qkv.weight.detach(), attn.qkv.bias.detach()
+        rows = torch.cat([torch.arange(j * inner, j * inner + heads * hd) for j in range(3)])
+        self.qkv = nn.Linear(dim, 3 * heads * hd)
+        self.qkv.weight.data.copy_(w[rows])
+        self.qkv.bias.data.copy_(b[rows])
+        self.proj = nn.Linear(heads * hd, dim)
+        self.proj.weight.data.copy_(attn.proj.weight.detach()[:, : heads * hd])
+        self.proj.bias.data.copy_(attn.proj.bias.detach())
+        self.mlp = copy.deepcopy(block.mlp)
+        self.ls1 = copy.deepcopy(block.ls1)
+        self.ls2 = copy.deepcopy(block.ls2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, hd = self.heads, self.head_dim
+        qkv = self.qkv(self.norm1(x))  # [B, N, 3*h*hd]
+        inner = h * hd
+        outs, cls_rows = [], []
+        for i in range(h):
+            q = qkv[:, :, i * hd:(i + 1) * hd] * self.scale  # [B, N, hd]
+            k = qkv[:, :, inner + i * hd: inner + (i + 1) * hd]
+            v = qkv[:, :, 2 * inner + i * hd: 2 * inner + (i + 1) * hd]
+            kt = k.transpose(1, 2)  # [B, hd, N]
+            attn = torch.softmax(torch.bmm(q, kt), dim=-1)  # [B, N, N]
+            outs.append(torch.bmm(attn, v))
+            if self.keep_k is not None:
+                cls_rows.append(torch.softmax(torch.bmm(q[:, :1], kt), dim=-1))  # [B, 1, N]
+        out = outs[0] if h == 1 else torch.cat(outs, dim=-1)
+        x = x + self.ls1(self.proj(out))
+        if self.keep_k is not None:
+            row = cls_rows[0]
+            for extra in cls_rows[1:]:
+                row = row + extra
+            scores = (row / h)[:, 0, 1:]  # [B, N-1]
+            x = self._select(x, scores)
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+    def _select(self, x: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        k = self.keep_k
+        assert k is not None
+        B, _, D = x.shape
+        cls_tok, patches = x[:, :1], x[:, 1:]
+        idx = torch.topk(scores, k, dim=1).indices
+        kept = torch.gather(patches, 1, idx.unsqueeze(-1).expand(B, k, D))
+        if not self.fuse:
+            return torch.cat([cls_tok, kept], dim=1)
+        kept_w = torch.gather(scores, 1, idx)
+        num = (scores.unsqueeze(-1) * patches).sum(1) - (kept_w.unsqueeze(-1) * kept).sum(1)
+        den = torch.clamp(scores.sum(1) - kept_w.sum(1), min=1e-6).unsqueeze(-1)
+        return torch.cat([cls_tok, kept, (num / den).unsqueeze(1)], dim=1)
+
+
+class LevelExport(nn.Module):
+    """One level of an ``AtheViT`` as a static-shape module: images ``[B, 3, S, S]`` -> logits."""
+
+    def __init__(self, model: AtheViT, level: Level | None, batch_size: int = 1) -> None:
+        super().__init__()
+        model = model.eval()
+        cfg = model.cfg
+        heads = (level.heads if level is not None else None) or cfg.num_heads
+        counts = model.keep_counts(level) if level is not None else {}
+        fuse = bool(level is not None and level.fuse)
+        self.level_name = level.name if level is not None else "dense"
+        self.img_size, self.batch_size = cfg.img_size, batch_size
+        self.stem = export_stem(model.patch_embed)
+        self.cls_token = nn.Parameter(model.cls_token.detach().clone())
+        self.pos_embed = nn.Parameter(model.pos_embed.detach().clone())
+        self.blocks = nn.ModuleList(
+            BlockExport(blk, heads, counts.get(i), fuse) for i, blk in enumerate(model.blocks)
+        )
+        self.norm = MeanVarLayerNorm(model.norm)
+        self.head = copy.deepcopy(model.head)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # [B, D, g, g]
+        B, D = x.shape[0], x.shape[1]
+        x = x.reshape(B, D, -1).transpose(1, 2)  # [B, g*g, D]
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x)[:, 0])
+
+    def get_eager_model(self) -> nn.Module:
+        return self
+
+    def get_example_inputs(self) -> tuple[torch.Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        return (torch.randn(self.batch_size, 3, self.img_size, self.img_size, generator=gen),)
+
+
+def level_exports(model: AtheViT, levels: list[Level], batch_size: int = 1) -> dict[str, LevelExport]:
+    """``{level name: export form}`` for each level."""
+    return {lv.name: LevelExport(model, lv, batch_size) for lv in levels}
