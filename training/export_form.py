@@ -32,22 +32,28 @@ import torch
 from torch import nn
 
 from athe.training.model import AtheViT, ConvStemPatchEmbed
-from athe.variants import Level
+from athe.variants import Level, token_schedule
 
 
 class MeanVarLayerNorm(nn.Module):
-    """LayerNorm over the last dim written as mean/var (XNNPACK has no native layer_norm)."""
+    """LayerNorm over the last dim written as mean/var, the means as matmuls with ``1/D``.
+
+    XNNPACK has no native layer_norm, and its ``mean`` takes only 4-D spatial reductions, so
+    a ``mean(dim=-1)`` falls out of the delegate; ``x @ (1/D)`` is delegated as a matmul.
+    """
 
     def __init__(self, norm: nn.LayerNorm) -> None:
         super().__init__()
+        dim = norm.weight.shape[0]
         self.weight = nn.Parameter(norm.weight.detach().clone())
         self.bias = nn.Parameter(norm.bias.detach().clone())
+        self.register_buffer("avg", torch.full((dim, 1), 1.0 / dim))
         self.eps = norm.eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
+        mean = torch.matmul(x, self.avg)  # [..., 1]
         centered = x - mean
-        var = (centered * centered).mean(dim=-1, keepdim=True)
+        var = torch.matmul(centered * centered, self.avg)
         return centered * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
@@ -78,8 +84,11 @@ def export_stem(patch_embed: nn.Module) -> nn.Sequential:
 class BlockExport(nn.Module):
     """One transformer block of one level: ``[B, N, D] -> [B, N', D]``."""
 
-    def __init__(self, block: nn.Module, heads: int, keep_k: int | None, fuse: bool) -> None:
+    def __init__(self, block: nn.Module, heads: int, keep_k: int | None, fuse: bool,
+                 tokens_in: int) -> None:
         super().__init__()
+        # ones over the non-CLS tokens: score sums as matmuls (delegated), not sum.dim
+        self.register_buffer("ones", torch.ones(tokens_in - 1, 1))
         attn = block.attn
         hd, inner, dim = attn.head_dim, attn.attn_dim, block.norm1.weight.shape[0]
         self.heads, self.head_dim, self.scale = heads, hd, attn.head_dim ** -0.5
@@ -118,7 +127,8 @@ class BlockExport(nn.Module):
             row = cls_rows[0]
             for extra in cls_rows[1:]:
                 row = row + extra
-            scores = (row / h)[:, 0, 1:]  # [B, N-1]
+            B, _, N = row.shape
+            scores = (row[:, :, 1:] / h).reshape(B, N - 1)  # slice + reshape: no select_copy
             x = self._select(x, scores)
         return x + self.ls2(self.mlp(self.norm2(x)))
 
@@ -132,9 +142,13 @@ class BlockExport(nn.Module):
         if not self.fuse:
             return torch.cat([cls_tok, kept], dim=1)
         kept_w = torch.gather(scores, 1, idx)
-        num = (scores.unsqueeze(-1) * patches).sum(1) - (kept_w.unsqueeze(-1) * kept).sum(1)
-        den = torch.clamp(scores.sum(1) - kept_w.sum(1), min=1e-6).unsqueeze(-1)
-        return torch.cat([cls_tok, kept, (num / den).unsqueeze(1)], dim=1)
+        n = scores.shape[1]
+        # Weighted sums as bmm (XNNPACK delegates bmm, not sum.dim): dropped = all - kept.
+        s_all, s_kept = scores.reshape(B, 1, n), kept_w.reshape(B, 1, k)
+        num = torch.bmm(s_all, patches) - torch.bmm(s_kept, kept)  # [B, 1, D]
+        den = torch.matmul(scores, self.ones) - torch.matmul(kept_w, self.ones[:k])  # [B, 1]
+        fused = num / torch.clamp(den, min=1e-6).reshape(B, 1, 1)
+        return torch.cat([cls_tok, kept, fused], dim=1)
 
 
 class LevelExport(nn.Module):
@@ -152,8 +166,10 @@ class LevelExport(nn.Module):
         self.stem = export_stem(model.patch_embed)
         self.cls_token = nn.Parameter(model.cls_token.detach().clone())
         self.pos_embed = nn.Parameter(model.pos_embed.detach().clone())
+        attn_tokens, _ = token_schedule(cfg, level or Level("dense"))
         self.blocks = nn.ModuleList(
-            BlockExport(blk, heads, counts.get(i), fuse) for i, blk in enumerate(model.blocks)
+            BlockExport(blk, heads, counts.get(i), fuse, attn_tokens[i])
+            for i, blk in enumerate(model.blocks)
         )
         self.norm = MeanVarLayerNorm(model.norm)
         self.head = copy.deepcopy(model.head)
@@ -166,7 +182,8 @@ class LevelExport(nn.Module):
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1) + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
-        return self.head(self.norm(x)[:, 0])
+        cls_out = self.norm(x)[:, 0:1].reshape(B, D)  # slice + reshape: no select_copy
+        return self.head(cls_out)
 
     def get_eager_model(self) -> nn.Module:
         return self

@@ -1,0 +1,445 @@
+"""Report writers: per-image JSONL, summary JSON, CSV, PNG plots and a terminal table.
+
+A run writes one JSONL row per image as soon as the image is done (append + flush), so a crash
+or Ctrl-C keeps every completed row; :class:`RunRecorder` then writes a summary marked
+``"complete": false``. NaN and infinities are written as JSON ``null`` (an invalid energy
+reading is NaN, never a number that could be mistaken for a measurement).
+
+Example::
+
+    >>> from pathlib import Path
+    >>> from athe.pi_runner.report import RunRecorder, plot_latency_cdf
+    >>> with RunRecorder(Path("out"), summarize=lambda rows: {"images": len(rows)}) as rec:
+    ...     for image in images:
+    ...         rec.add_row({"image": image.name, "level": "simple", "total_s": 0.012})
+    ...     rec.finish(rec.summarize(rec.read_rows()))  # Ctrl-C before this: complete=false
+    >>> plot_latency_cdf({"simple": [0.010, 0.012]}, Path("out/latency_cdf.png"))
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+from athe.pi_runner.energy import PerImageEnergy
+from athe.pi_runner.stats import LatencySummary
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.console import Console
+
+PER_IMAGE_JSONL = "per_image.jsonl"
+PER_IMAGE_CSV = "per_image.csv"
+SUMMARY_JSON = "summary.json"
+LATENCY_CDF_PNG = "latency_cdf.png"
+ROUTED_FRACTION_PNG = "routed_fraction.png"
+ENERGY_PNG = "energy_per_image.png"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert dataclasses, numpy values, paths and tuples to JSON types; NaN/inf → None.
+
+    Raises:
+        TypeError: a value with no JSON form (convert it before reporting).
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        to_dict = getattr(value, "to_dict", None)
+        data = to_dict() if callable(to_dict) else {
+            f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+        }
+        return to_jsonable(data)
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} to a report: convert it to "
+                    "a number, string, list or dict first")
+
+
+#: Distributions whose versions go into every summary (absent ones are reported as None).
+REPORTED_PACKAGES = ("athe", "numpy", "pillow", "ai-edge-litert", "executorch", "torch",
+                     "matplotlib", "rich", "smbus2")
+
+
+def environment_info(packages: Sequence[str] = REPORTED_PACKAGES) -> dict[str, Any]:
+    """Python, platform and installed package versions for the summary's ``environment``.
+
+    The caller adds what only it knows: bundle manifest hash, backend, threads, affinity.
+    """
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": versions,
+    }
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), allow_nan=False, ensure_ascii=False)
+
+
+class JsonlWriter:
+    """Append rows to a JSONL file, flushing after each so a crash loses no completed row.
+
+    Args:
+        path: the file; created with its folder, appended to when it exists.
+        fsync: also ``os.fsync`` each row (survives power loss; slower on an SD card).
+    """
+
+    def __init__(self, path: Path, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self.rows_written = 0
+        self._handle: IO[str] | None = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Append one row and flush it to the OS."""
+        if self._handle is None:
+            raise RuntimeError(f"{self.path} is closed: create a new JsonlWriter to append")
+        line = _dumps(row)  # serialise first: a bad value must not leave half a line
+        self._handle.write(line + "\n")
+        self._handle.flush()
+        if self.fsync:
+            os.fsync(self._handle.fileno())
+        self.rows_written += 1
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL report back.
+
+    A final line cut off by a crash (no newline, not valid JSON) is dropped with a warning;
+    a bad line anywhere else raises.
+
+    Raises:
+        ValueError: a malformed line before the last one.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and not text.endswith("\n"):
+                warnings.warn(f"{path}:{number}: dropped a row cut off mid-write", stacklevel=2)
+                continue
+            raise ValueError(f"{path}:{number}: not a JSON row ({exc})") from exc
+    return rows
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically (temp file + rename): a crash leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(data), indent=2, allow_nan=False, ensure_ascii=False)
+                   + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_summary(path: Path, summary: Mapping[str, Any], complete: bool,
+                  incomplete_reason: str | None = None) -> Path:
+    """Write the summary JSON with ``complete`` (and why not) and the time written."""
+    if complete and incomplete_reason is not None:
+        raise ValueError("a complete summary has no incomplete_reason")
+    data = {"complete": complete, "incomplete_reason": incomplete_reason,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary}
+    return write_json(path, data)
+
+
+def flatten_row(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become dotted columns: ``{"stages": {"infer_s": 1}}`` → ``stages.infer_s``."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_row(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _csv_cell(value: Any) -> Any:
+    value = to_jsonable(value)
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return value
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write rows as CSV; columns are the union of (flattened) keys in first-seen order."""
+    flat = [flatten_row(r) for r in rows]
+    columns = list(dict.fromkeys(k for r in flat for k in r))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in flat:
+            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+    return path
+
+
+class RunRecorder:
+    """The files of one run in ``out_dir``: rows as they come, the summary at the end.
+
+    Used as a context manager, an exception (Ctrl-C included) inside the block writes a
+    partial summary marked ``"complete": false`` and the CSV of the rows so far, then
+    re-raises.
+
+    Args:
+        out_dir: the ``--out`` folder (created).
+        summarize: rows → summary dict, used for the partial summary after an interruption.
+        fsync: see :class:`JsonlWriter`.
+    """
+
+    def __init__(self, out_dir: Path,
+                 summarize: Callable[[list[dict[str, Any]]], Mapping[str, Any]] | None = None,
+                 fsync: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.summarize = summarize or (lambda rows: {})
+        self.rows_path = self.out_dir / PER_IMAGE_JSONL
+        self.summary_path = self.out_dir / SUMMARY_JSON
+        self.csv_path = self.out_dir / PER_IMAGE_CSV
+        if self.rows_path.exists():
+            raise FileExistsError(
+                f"{self.rows_path} exists: pick a new --out folder (rows of two runs must not mix)"
+            )
+        self._writer = JsonlWriter(self.rows_path, fsync=fsync)
+        self.finished = False
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        """Append one per-image row (flushed at once)."""
+        self._writer.write(row)
+
+    def read_rows(self) -> list[dict[str, Any]]:
+        """The rows written so far, read back from disk."""
+        return read_jsonl(self.rows_path)
+
+    def finish(self, summary: Mapping[str, Any], complete: bool = True,
+               incomplete_reason: str | None = None) -> dict[str, Path]:
+        """Close the rows, write the summary JSON and the per-image CSV.
+
+        Returns:
+            ``{"jsonl", "summary", "csv"}`` → path.
+        """
+        self._writer.close()
+        rows = self.read_rows()
+        write_summary(self.summary_path, {"rows": len(rows), **summary}, complete,
+                      incomplete_reason)
+        write_csv(self.csv_path, rows)
+        self.finished = True
+        return {"jsonl": self.rows_path, "summary": self.summary_path, "csv": self.csv_path}
+
+    def __enter__(self) -> RunRecorder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None and not self.finished:
+            self._writer.close()
+            reason = f"{exc_type.__name__ if exc_type else 'error'}: {exc}".rstrip(": ")
+            self.finish(self.summarize(self.read_rows()), complete=False, incomplete_reason=reason)
+        self._writer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Plots (matplotlib's Agg canvas directly: no pyplot, no global backend change)
+
+
+def _figure(width: float = 6.4, height: float = 4.0) -> Figure:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "PNG plots need matplotlib: pip install matplotlib (or pip install 'athe[pi]')"
+        ) from exc
+    fig = Figure(figsize=(width, height), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def plot_latency_cdf(latencies_by_level: Mapping[str, Sequence[float]], path: Path,
+                     title: str = "Latency CDF per level") -> Path:
+    """Empirical CDF of per-image latency, one line per level.
+
+    Args:
+        latencies_by_level: level → latencies in seconds (e.g. also ``"overall"``).
+        path: PNG to write.
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    for level, values in latencies_by_level.items():
+        ms = np.sort(np.asarray(values, dtype=np.float64)) * 1e3
+        if ms.size == 0:
+            continue
+        fraction = np.arange(1, ms.size + 1) / ms.size
+        ax.step(ms, fraction, where="post",
+                label=f"{level} (n={ms.size}, p50 {np.percentile(ms, 50):.2f} ms)")
+    ax.set_xlabel("latency per image (ms)")
+    ax.set_ylabel("fraction of images ≤ latency")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_routed_fraction(fractions: Mapping[str, float], path: Path,
+                         title: str = "Routed fraction per level") -> Path:
+    """Bar chart of the fraction of images dispatched to each level."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    names, values = list(fractions), [fractions[n] for n in fractions]
+    bars = ax.bar(names, values, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{v:.1%}" for v in values], padding=2)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("fraction of images")
+    ax.set_xlabel("level")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_energy_per_image(energy_by_level: Mapping[str, PerImageEnergy], path: Path,
+                          kind: str = "net", title: str = "Energy per image per level") -> Path:
+    """Bars of mean J/image per level with ±1 std over repeats, each repeat as a dot.
+
+    Args:
+        energy_by_level: level → :class:`~athe.pi_runner.energy.PerImageEnergy`.
+        path: PNG to write.
+        kind: ``net`` (idle subtracted) or ``gross``.
+
+    Levels without a valid figure get an "invalid" label instead of a bar; an estimate is
+    labelled as one in the title.
+    """
+    if kind not in ("net", "gross"):
+        raise ValueError(f"kind must be 'net' or 'gross', got {kind!r}")
+    fig = _figure()
+    ax = fig.add_subplot()
+    names = list(energy_by_level)
+    tops = [0.0]
+    for x, name in enumerate(names):
+        energy = energy_by_level[name]
+        values = energy.net_j_per_image if kind == "net" else energy.gross_j_per_image
+        mean = energy.net_mean if kind == "net" else energy.gross_mean
+        std = energy.net_std if kind == "net" else energy.gross_std
+        if values is None or not math.isfinite(mean):
+            ax.text(x, 0, "invalid", ha="center", va="bottom", color="tab:red")
+            continue
+        spread = std if math.isfinite(std) else 0.0
+        ax.bar(x, mean, width=0.6, yerr=spread, capsize=6, color="tab:green", alpha=0.7,
+               hatch="//" if energy.is_estimate else None)
+        ax.plot([x] * len(values), values, "k.", markersize=5)
+        top = max(mean + spread, *values)
+        ax.annotate(f"{mean:.3g} J", (x, top), textcoords="offset points", xytext=(0, 4),
+                    ha="center", va="bottom")
+        tops.append(top)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylim(min(0.0, *ax.get_ylim()), max(tops) * 1.15 or 1.0)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlabel("level")
+    ax.set_ylabel(f"{kind} J per image (mean ± std over repeats)")
+    estimate = any(e.is_estimate for e in energy_by_level.values())
+    methods = sorted({e.method for e in energy_by_level.values()})
+    ax.set_title(f"{title}\n[{', '.join(methods)}]" + (" — MODEL ESTIMATE, not measured"
+                                                       if estimate else ""))
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Terminal table
+
+
+def _fmt(value: float, spec: str = ".2f") -> str:
+    return "–" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def print_latency_table(summaries: Mapping[str, LatencySummary],
+                        routed: Mapping[str, float] | None = None,
+                        energy: Mapping[str, PerImageEnergy] | None = None,
+                        console: Console | None = None, title: str = "Latency (ms)") -> None:
+    """Print a short rich table: one row per level (and overall).
+
+    Args:
+        summaries: from :func:`athe.pi_runner.stats.summarize_by_level`.
+        routed: level → routed fraction (adds a column).
+        energy: level → per-image energy (adds a net J/image column; estimates marked ``est``).
+        console: where to print (default: a new stdout console).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ["level", "n", "mean", "p50", "p90", "p99", "img/s"]
+    columns += ["routed"] if routed is not None else []
+    columns += ["net J/img"] if energy is not None else []
+    for column in columns:
+        table.add_column(column, justify="left" if column == "level" else "right")
+    for level, s in summaries.items():
+        cells = [level, str(s.count), _fmt(s.mean_ms), _fmt(s.p50_ms), _fmt(s.p90_ms),
+                 _fmt(s.p99_ms), _fmt(s.throughput_per_s, ".1f")]
+        if routed is not None:
+            cells.append(f"{routed[level]:.1%}" if level in routed else "")
+        if energy is not None:
+            e = energy.get(level)
+            cells.append("" if e is None else (
+                f"{_fmt(e.net_mean, '.3g')} ± {_fmt(e.net_std, '.2g')}"
+                + (" est" if e.is_estimate else "") if e.valid else "invalid"))
+        table.add_row(*cells)
+    (console or Console()).print(table)
