@@ -331,7 +331,7 @@ register(Variant(
         Level("complex", keep=((3, 0.9), (6, 0.9), (9, 0.9)), heads=3, fuse=True),
         Level("dense", keep=(), heads=3),
     ),
-    router=RouterConfig(input_size=64, width=0.25, target_delta=1.0),
+    router=RouterConfig(input_size=56, width=0.25, target_delta=1.0),
     train=_CIFAR100_RECIPE,
     timm_init="deit_tiny_patch16_224.fb_in1k",
     labels=CIFAR100_LABELS,

@@ -1,0 +1,454 @@
+"""The ATHE dispatcher: preprocess once, route, run the chosen level, return a ``Prediction``.
+
+At construction the dispatcher loads the router and every level of one format (recording load
+seconds and resident-memory growth per artifact), so ``predict`` never loads anything.
+
+Example::
+
+    >>> from athe.runtime import Bundle, Dispatcher
+    >>> dispatcher = Dispatcher(Bundle.open("bundles/athe-mini"), backend="litert", threads=2)
+    >>> p = dispatcher.predict("cat.jpg")
+    >>> p.label_name, p.level, p.timings_ms["total"]
+    ('cat', 'simple', 1.9)
+
+Policies (the ``policy`` argument; parsed by ``parse_policy``):
+
+``router``
+    Default. Run the router, pick the cheapest level whose predicted correctness is at least
+    its threshold (``choose_level``); the richest level is the fallback. ``thresholds``
+    overrides some or all of the bundle's calibrated thresholds.
+``fixed:<level>``
+    Always that level (the static baselines).
+``random:<fraction>``
+    Seeded random routing: ``fraction`` of images to the cheapest level, the rest to the
+    richest. ``random:simple=0.6,complex=0.3`` names shares per level; what is left (here
+    0.1) goes to the richest level. Draws come from ``numpy.random.default_rng(seed)``.
+``oracle``
+    Needs the true label (evaluation only): run levels cheapest first and take the first that
+    is right, else the richest. ``infer`` time is the sum over the levels it ran.
+
+A bundle without a router allows only ``fixed``, ``random`` and ``oracle``. A dispatcher is not
+thread-safe (one interpreter per artifact); use one per thread.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import BACKEND_FORMATS, Backend, LoadedModel, load_backend
+from .bundle import Bundle, BundleError
+from .manifest import choose_level
+from .preprocess import MAX_PIXELS, ImageInput, Preprocessor
+
+#: Stage names in ``Prediction.timings_ms``.
+STAGES = ("decode", "preprocess", "route", "infer", "total")
+
+
+class DispatchError(ValueError):
+    """A dispatcher setting that cannot work (policy, thresholds, label, shapes); says the fix."""
+
+
+# -- policies ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Policy:
+    """A parsed policy string.
+
+    Attributes:
+        kind: ``router``, ``fixed``, ``random`` or ``oracle``.
+        level: the level of ``fixed``.
+        shares: ``((level, probability), ...)`` of ``random``, summing to 1, cheapest first.
+        text: the string it was parsed from.
+    """
+
+    kind: str
+    text: str
+    level: str | None = None
+    shares: tuple[tuple[str, float], ...] = ()
+
+
+def parse_policy(text: str, level_names: Sequence[str]) -> Policy:
+    """Parse ``router`` / ``fixed:<level>`` / ``random:<fraction>`` / ``random:a=0.6,b=0.3`` / ``oracle``.
+
+    Args:
+        text: the policy string.
+        level_names: the bundle's levels, cheapest first.
+
+    Raises:
+        DispatchError: an unknown policy, level or malformed fraction, with the valid forms.
+    """
+    names = list(level_names)
+    kind, _, arg = str(text).strip().partition(":")
+    kind = kind.strip().lower()
+    usage = "policies: router, fixed:<level>, random:<fraction>, random:<level>=<share>,..., oracle"
+    if kind in ("router", "oracle"):
+        if arg:
+            raise DispatchError(f"policy {text!r}: {kind!r} takes no argument; {usage}")
+        return Policy(kind, text)
+    if kind == "fixed":
+        return Policy("fixed", text, level=_level_name(arg.strip(), names, text))
+    if kind == "random":
+        return Policy("random", text, shares=_parse_shares(arg, names, text))
+    hint = difflib.get_close_matches(kind, ["router", "fixed", "random", "oracle"], n=1)
+    more = f" Did you mean {hint[0]!r}?" if hint else ""
+    raise DispatchError(f"unknown policy {text!r}; {usage}.{more}")
+
+
+def _level_name(name: str, names: list[str], text: str) -> str:
+    if name in names:
+        return name
+    hint = difflib.get_close_matches(name, names, n=1)
+    more = f" Did you mean {hint[0]!r}?" if hint else ""
+    raise DispatchError(f"policy {text!r}: no level {name!r}; levels: {', '.join(names)}.{more}")
+
+
+def _fraction(value: str, text: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        raise DispatchError(f"policy {text!r}: {value!r} is not a number; write e.g. random:0.6") from None
+    if not 0.0 <= share <= 1.0 or math.isnan(share):
+        raise DispatchError(f"policy {text!r}: share {share} must be between 0 and 1")
+    return share
+
+
+def _parse_shares(arg: str, names: list[str], text: str) -> tuple[tuple[str, float], ...]:
+    arg = arg.strip()
+    if not arg:
+        raise DispatchError(f"policy {text!r}: give a fraction (random:0.6) or shares "
+                            f"(random:{names[0]}=0.6,...)")
+    cheapest, richest = names[0], names[-1]
+    shares: dict[str, float] = dict.fromkeys(names, 0.0)
+    if "=" not in arg:
+        fraction = _fraction(arg, text)
+        shares[cheapest] += fraction
+        shares[richest] += 1.0 - fraction
+    else:
+        seen: set[str] = set()
+        for part in arg.split(","):
+            name, sep, value = part.partition("=")
+            name = _level_name(name.strip(), names, text)
+            if not sep or name in seen:
+                raise DispatchError(f"policy {text!r}: write each level once as <level>=<share>")
+            seen.add(name)
+            shares[name] = _fraction(value.strip(), text)
+        total = sum(shares.values())
+        if total > 1.0 + 1e-9:
+            raise DispatchError(f"policy {text!r}: shares sum to {total:g} > 1")
+        if richest in seen and abs(total - 1.0) > 1e-6:
+            raise DispatchError(f"policy {text!r}: shares sum to {total:g}; when the richest level "
+                                f"{richest!r} is named they must sum to 1 (or leave it out to take the rest)")
+        shares[richest] += max(0.0, 1.0 - total)
+    return tuple((n, shares[n]) for n in names)
+
+
+def parse_thresholds(text: str) -> dict[str, float]:
+    """``"simple=0.7,complex=0.5"`` -> ``{"simple": 0.7, "complex": 0.5}`` (for command lines)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise DispatchError(f"thresholds {text!r}: write <level>=<threshold>,... e.g. simple=0.7")
+    return out
+
+
+# -- results -----------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """What the dispatcher decided for one image.
+
+    Attributes:
+        label: predicted class index.
+        label_name: its name from the bundle's labels (``str(label)`` if the bundle has none).
+        probability: softmax probability of ``label``.
+        level: the level that produced the logits.
+        router_scores: router probability per level (``{}`` when the router did not run).
+        logits: ``[num_classes]`` float32 of ``level``.
+        timings_ms: wall-clock per stage, ``decode``, ``preprocess``, ``route``, ``infer``,
+            ``total`` (``total`` also covers the glue between stages).
+        target: the true label index when one was given, else None.
+    """
+
+    label: int
+    label_name: str
+    probability: float
+    level: str
+    router_scores: dict[str, float]
+    logits: np.ndarray
+    timings_ms: dict[str, float]
+    target: int | None = None
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.target is None else self.label == self.target
+
+    @property
+    def overhead_ms(self) -> float:
+        """``total - route - infer``: decode, preprocessing and dispatcher glue."""
+        t = self.timings_ms
+        return t["total"] - t["route"] - t["infer"]
+
+
+@dataclass(frozen=True)
+class ArtifactLoad:
+    """Cost of preloading one artifact.
+
+    Attributes:
+        rss_delta_bytes: growth of resident memory across the load (``None`` if unmeasurable);
+            ``rss_method`` says how it was read.
+    """
+
+    owner: str
+    format: str
+    path: str
+    file_bytes: int
+    seconds: float
+    rss_delta_bytes: int | None
+    rss_method: str
+
+
+def rss_bytes() -> tuple[int | None, str]:
+    """Current resident memory: ``/proc/self/status`` VmRSS, else peak RSS from ``getrusage``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024, "VmRSS"
+    except OSError:
+        pass
+    try:
+        import resource
+        import sys
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return (peak if sys.platform == "darwin" else peak * 1024), "ru_maxrss (peak)"
+    except (ImportError, OSError):
+        return None, "unavailable"
+
+
+# -- the dispatcher ----------------------------------------------------------------------------
+class Dispatcher:
+    """Route each image to one level of a bundle and run it.
+
+    Args:
+        bundle: a ``Bundle`` or a bundle folder (opened verifying only ``fmt``).
+        backend: ``litert``, ``executorch``, ``torch``, or a backend object with ``name``,
+            ``threads`` and ``load(path) -> model`` (``model.run``, ``input_shape``,
+            ``output_shape``), e.g. a fake in tests.
+        threads: thread count for a backend given by name (``None``: ``os.cpu_count()``).
+        fmt: bundle format to load; default the backend's (``BACKEND_FORMATS``).
+        policy: see the module docstring.
+        thresholds: per-level router threshold overrides (``router`` policy only), merged onto
+            the bundle's calibrated ones.
+        seed: seed of the ``random`` policy's generator.
+        max_pixels: decompression-bomb limit for decoding.
+    """
+
+    def __init__(self, bundle: Bundle | str | Path, backend: str | Any = "litert",
+                 threads: int | None = None, fmt: str | None = None, policy: str = "router",
+                 thresholds: dict[str, float] | None = None, seed: int = 0,
+                 max_pixels: int = MAX_PIXELS) -> None:
+        if isinstance(backend, str):
+            self.backend: Backend = load_backend(backend, threads)
+        else:
+            if threads is not None:
+                raise DispatchError("threads applies to a backend given by name; set it on the backend object")
+            self.backend = backend
+        self.format = fmt or BACKEND_FORMATS.get(self.backend.name) or getattr(self.backend, "format", None)
+        if not self.format:
+            raise DispatchError(f"backend {self.backend.name!r} has no default format; pass fmt=")
+        if not isinstance(bundle, Bundle):
+            bundle = Bundle.open(bundle, formats=[self.format])
+        elif self.format not in bundle.formats:
+            raise BundleError(f"bundle {str(bundle.path)!r} was not opened with format {self.format!r} "
+                              f"(it has: {', '.join(bundle.formats)}); pick a backend for one of those")
+        self.bundle = bundle
+        self.level_names = bundle.level_names
+        self.policy = parse_policy(policy, self.level_names)
+        if self.policy.kind == "router" and bundle.router is None:
+            raise DispatchError(f"bundle {str(bundle.path)!r} has no router; use fixed:<level>, "
+                                "random:<fraction> or oracle")
+        self.thresholds = self._merge_thresholds(thresholds)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._cumulative = np.cumsum([p for _, p in self.policy.shares]) if self.policy.shares else None
+        self.preprocessor = Preprocessor(bundle.input, max_pixels)
+        self.loads: list[ArtifactLoad] = []
+        self.router: LoadedModel | None = self._load("router") if bundle.router is not None else None
+        self.levels: dict[str, LoadedModel] = {name: self._load(name) for name in self.level_names}
+        self._check_shapes()
+
+    # -- setup -------------------------------------------------------------------------------
+    def _merge_thresholds(self, override: dict[str, float] | None) -> dict[str, float]:
+        merged = self.bundle.thresholds
+        if override is None:
+            return merged
+        if self.policy.kind != "router":
+            raise DispatchError(f"thresholds only apply to the router policy, not {self.policy.text!r}")
+        allowed = self.level_names[:-1]
+        for name, value in override.items():
+            if name not in allowed:
+                raise DispatchError(f"threshold for {name!r}: only these levels have thresholds: "
+                                    f"{', '.join(allowed)} (the richest level is the fallback)")
+            if not isinstance(value, (int, float)) or math.isnan(value):
+                raise DispatchError(f"threshold for {name!r} must be a number, got {value!r}")
+            merged[name] = float(value)
+        return merged
+
+    def _load(self, owner: str) -> LoadedModel:
+        path = self.bundle.artifact_path(owner, self.format)
+        before, method = rss_bytes()
+        start = time.perf_counter()
+        model = self.backend.load(path)
+        seconds = time.perf_counter() - start
+        after, _ = rss_bytes()
+        delta = after - before if before is not None and after is not None else None
+        self.loads.append(ArtifactLoad(owner, self.format, str(path), path.stat().st_size,
+                                       seconds, delta, method))
+        return model
+
+    def _check_shapes(self) -> None:
+        want = tuple(self.preprocessor.output_shape)
+        n_labels = len(self.bundle.labels)
+        for owner, model in [("router", self.router), *self.levels.items()]:
+            if model is None:
+                continue
+            if tuple(model.input_shape) != want:
+                raise DispatchError(f"{owner} artifact takes input {tuple(model.input_shape)} but the bundle's "
+                                    f"input spec gives {want}; re-convert the bundle")
+            outputs = int(np.prod(model.output_shape))
+            expected = len(self.level_names) if owner == "router" else n_labels
+            if expected and outputs != expected:
+                what = "levels" if owner == "router" else "labels"
+                raise DispatchError(f"{owner} artifact has {outputs} outputs but the bundle has {expected} "
+                                    f"{what}; re-convert the bundle")
+
+    # -- running -----------------------------------------------------------------------------
+    def predict(self, image: ImageInput, label: int | str | None = None) -> Prediction:
+        """Decode, preprocess, route and run one image (path, bytes, PIL image or uint8 array).
+
+        Raises:
+            ImageError: the input is not a usable image.
+            DispatchError: ``oracle`` without a label, or an unknown label.
+        """
+        start = time.perf_counter()
+        rgb = self.preprocessor.decode(image)
+        decoded = time.perf_counter()
+        x = self.preprocessor.preprocess(rgb)
+        prepared = time.perf_counter()
+        return self._dispatch(x, label, start, {"decode": (decoded - start) * 1e3,
+                                                "preprocess": (prepared - decoded) * 1e3})
+
+    def predict_tensor(self, x: np.ndarray, label: int | str | None = None) -> Prediction:
+        """Route and run an already preprocessed float32 ``[1, 3, crop, crop]`` tensor."""
+        return self._dispatch(x, label, time.perf_counter(), {"decode": 0.0, "preprocess": 0.0})
+
+    def predict_many(self, images: Iterable[ImageInput], labels: Iterable[int | str] | None = None,
+                     progress: Callable[[int, int | None], None] | None = None) -> list[Prediction]:
+        """``predict`` over an iterable; ``progress(done, total)`` after each (total None if unsized).
+
+        Raises:
+            DispatchError: ``labels`` and ``images`` differ in length.
+        """
+        total = len(images) if isinstance(images, Sequence) else None
+        if labels is not None and total is not None and isinstance(labels, Sequence) and len(labels) != total:
+            raise DispatchError(f"{len(labels)} labels for {total} images; give one label per image")
+        label_iter = iter(labels) if labels is not None else None
+        out: list[Prediction] = []
+        for image in images:
+            label = None
+            if label_iter is not None:
+                label = next(label_iter, None)
+                if label is None:
+                    raise DispatchError(f"labels ran out after {len(out)} images; give one label per image")
+            out.append(self.predict(image, label))
+            if progress is not None:
+                progress(len(out), total)
+        return out
+
+    def _dispatch(self, x: np.ndarray, label: int | str | None, start: float,
+                  timings: dict[str, float]) -> Prediction:
+        target = self._target(label)
+        scores: dict[str, float] = {}
+        logits: np.ndarray | None = None
+        infer_ms = 0.0
+        t0 = time.perf_counter()
+        kind = self.policy.kind
+        if kind == "router":
+            assert self.router is not None
+            raw = self.router.run(x).reshape(-1)
+            scores = {name: float(v) for name, v in zip(self.level_names, raw, strict=False)}
+            level = choose_level(scores, self.level_names, self.thresholds)
+        elif kind == "fixed":
+            assert self.policy.level is not None
+            level = self.policy.level
+        elif kind == "random":
+            assert self._cumulative is not None
+            idx = int(np.searchsorted(self._cumulative, self._rng.random(), side="right"))
+            level = self.level_names[min(idx, len(self.level_names) - 1)]
+        else:  # oracle
+            if target is None:
+                raise DispatchError("the oracle policy needs the true label (evaluation only): pass label=")
+            for level in self.level_names:
+                t_run = time.perf_counter()
+                logits = self.levels[level].run(x).reshape(-1)
+                infer_ms += (time.perf_counter() - t_run) * 1e3
+                if int(np.argmax(logits)) == target:
+                    break
+        route_ms = (time.perf_counter() - t0) * 1e3 - infer_ms
+        if logits is None:
+            t_run = time.perf_counter()
+            logits = self.levels[level].run(x).reshape(-1)
+            infer_ms = (time.perf_counter() - t_run) * 1e3
+        index = int(np.argmax(logits))
+        z = logits.astype(np.float64) - float(logits.max())
+        probability = float(1.0 / np.exp(z).sum())  # softmax at the argmax: exp(0) / sum
+        labels = self.bundle.labels
+        timings.update(route=route_ms, infer=infer_ms, total=(time.perf_counter() - start) * 1e3)
+        return Prediction(
+            label=index, label_name=labels[index] if index < len(labels) else str(index),
+            probability=probability, level=level, router_scores=scores, logits=logits,
+            timings_ms=timings, target=target,
+        )
+
+    def _target(self, label: int | str | None) -> int | None:
+        if label is None:
+            return None
+        labels = self.bundle.labels
+        if isinstance(label, str):
+            if label not in labels:
+                raise DispatchError(f"label {label!r} is not one of the bundle's {len(labels)} labels")
+            return labels.index(label)
+        index = int(label)
+        if labels and not 0 <= index < len(labels):
+            raise DispatchError(f"label index {index} out of range for {len(labels)} labels")
+        return index
+
+    # -- reporting ---------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """Settings and load costs, for a report."""
+        backend_info = self.backend.info() if hasattr(self.backend, "info") else {"backend": self.backend.name}
+        affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        return {
+            **backend_info, "bundle": str(self.bundle.path), "variant": self.bundle.variant,
+            "format": self.format, "policy": self.policy.text, "thresholds": self.thresholds,
+            "seed": self.seed, "cpu_affinity": affinity,
+            "loads": [asdict(load) for load in self.loads],
+        }
+
+    def __repr__(self) -> str:
+        return (f"Dispatcher({str(self.bundle.path)!r}, backend={self.backend.name!r}, format={self.format!r}, "
+                f"policy={self.policy.text!r}, levels={self.level_names})")
+
+

@@ -1,0 +1,162 @@
+"""Router training: per-level correctness labels from the trained backbone, then a tiny CNN.
+
+Images: the backbone run's ``router`` split (held out from backbone training) trains the
+router; the ``val`` split is cut in two seeded halves: ``calib`` chooses the thresholds,
+``test`` reports routed accuracy on images neither the router nor the thresholds saw.
+
+Output (in the run directory): ``router.pt``, ``calibration.json`` and ``athe-checkpoint.pt``
+(backbone fp16 + router + thresholds + classes + card), which ``athe convert`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from athe.training.calibrate import calibrate, evaluate_thresholds
+from athe.training.data import load_imageset
+from athe.training.model import load_model
+from athe.training.router import RouterCNN, build_router, router_macs
+from athe.training.train import TrainConfig, level_predictions
+from athe.training.transforms import augment_batch, eval_tensor
+from athe.variants import Variant, get_variant
+
+_logger = logging.getLogger(__name__)
+
+
+def correctness_labels(logits: dict[str, torch.Tensor], labels: torch.Tensor,
+                       level_names: list[str]) -> np.ndarray:
+    """``[N, L]`` bool: does level ``j`` classify image ``i`` correctly."""
+    return np.stack([(logits[n].argmax(-1) == labels).numpy() for n in level_names], axis=1)
+
+
+def train_router(router: RouterCNN, x: torch.Tensor, targets: np.ndarray, epochs: int = 30,
+                 lr: float = 3e-3, batch_size: int = 128, seed: int = 0) -> list[float]:
+    """BCE on per-level correctness with flip/crop augmentation; returns per-epoch loss."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.from_numpy(targets.astype(np.float32))
+    opt = torch.optim.AdamW(router.parameters(), lr=lr, weight_decay=0.01)
+    steps = epochs * max(1, len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    history = []
+    router.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        total, n = 0.0, 0
+        for s in range(0, len(x) - batch_size + 1, batch_size):
+            idx = perm[s:s + batch_size]
+            xb = augment_batch(x[idx], gen, pad=max(1, x.shape[-1] // 8), erase_prob=0.0)
+            loss = F.binary_cross_entropy_with_logits(router.logits(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, n = total + loss.item() * len(idx), n + len(idx)
+        history.append(total / max(1, n))
+    router.eval()
+    return history
+
+
+@torch.no_grad()
+def router_probs(router: RouterCNN, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    router.eval()
+    return torch.cat([router(x[s:s + batch_size]) for s in range(0, len(x), batch_size)]).numpy()
+
+
+def _run_paths(backbone_run: str | Path) -> tuple[Path, Path]:
+    p = Path(backbone_run)
+    ckpt = p if p.is_file() else p / "last.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no backbone checkpoint at {str(ckpt)!r}; train one with 'athe train backbone'")
+    return ckpt.parent, ckpt
+
+
+def train_router_from_run(backbone_run: str | Path, data: str | None = None, epochs: int = 30,
+                          delta: float | None = None, out: str | Path | None = None) -> dict:
+    """Label, train, calibrate and write ``athe-checkpoint.pt`` for a backbone run."""
+    t0 = time.time()
+    run_dir, ckpt_path = _run_paths(backbone_run)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    cfg = TrainConfig(**state["config"])
+    variant = get_variant(cfg.variant)
+    if variant.router is None:
+        raise ValueError(f"variant {variant.name!r} has no router")
+    out_dir = Path(out) if out else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split = json.loads((run_dir / "split.json").read_text())
+    images = load_imageset(data or cfg.data, cfg.dataset)
+    if images.classes != split["classes"]:
+        raise ValueError(f"classes in {data or cfg.data!r} differ from the backbone run's split.json")
+    model = load_model(variant)
+    model.load_state_dict(state["model"])
+    names = variant.level_names
+    pre = variant.preprocess
+
+    def labelled(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, dict]:
+        x = eval_tensor(images, pre, np.asarray(idx))
+        y = torch.from_numpy(images.labels[np.asarray(idx)])
+        logits = level_predictions(model, variant, x, torch.device("cpu"))
+        return x, y, correctness_labels(logits, y, names), logits
+
+    x_r, _, c_r, _ = labelled(split["router"])
+    val = np.asarray(split["val"])
+    halves = np.random.default_rng(cfg.split_seed + 7).permutation(len(val))
+    calib_idx, test_idx = np.sort(val[halves[: len(val) // 2]]), np.sort(val[halves[len(val) // 2:]])
+    x_c, _, c_c, _ = labelled(calib_idx)
+    x_t, _, c_t, _ = labelled(test_idx)
+
+    router = build_router(variant)
+    history = train_router(router, x_r, c_r, epochs=epochs, seed=cfg.seed)
+    p_c, p_t = router_probs(router, x_c), router_probs(router, x_t)
+    router_acc = {n: float(100.0 * ((p_t[:, j] >= 0.5) == c_t[:, j]).mean()) for j, n in enumerate(names)}
+    macs = [variant.macs(n) for n in names]
+    r_macs = router_macs(router)
+    target_delta = variant.router.target_delta if delta is None else delta
+    cal = calibrate(p_c, c_c, names, macs, delta=target_delta)
+    ths = [cal.thresholds[n] for n in names[:-1]]
+    t_acc, t_cost, t_choice = evaluate_thresholds(p_t, c_t, np.asarray(macs, float), ths)
+    test = {
+        "n": int(len(test_idx)), "routed_accuracy": t_acc,
+        "level_accuracy": {n: float(100.0 * c_t[:, j].mean()) for j, n in enumerate(names)},
+        "routed_fraction": {n: float((t_choice == j).mean()) for j, n in enumerate(names)},
+        "mean_macs": t_cost + r_macs, "dense_macs": macs[-1],
+        "mean_macs_ratio": (t_cost + r_macs) / macs[-1],
+    }
+    calibration = {"target": cal.target, "calib": cal.to_dict(), "test": test,
+                   "router_accuracy": router_acc, "router_macs": r_macs,
+                   "router_train_loss": history, "split": {"router": len(split["router"]),
+                                                           "calib": len(calib_idx), "test": len(test_idx)}}
+    torch.save(router.state_dict(), out_dir / "router.pt")
+    (out_dir / "calibration.json").write_text(json.dumps(calibration, indent=2))
+    card = {
+        "variant": variant.name, "data": cfg.data, "split_seed": cfg.split_seed,
+        "split": {k: len(split[k]) for k in ("train", "router", "val")},
+        "epochs": state["epoch"], "backbone_metrics": state.get("metrics"),
+        "level_accuracy_test": test["level_accuracy"], "routed_accuracy_test": t_acc,
+        "routed_fraction_test": test["routed_fraction"], "router_accuracy_test": router_acc,
+        "thresholds": cal.thresholds, "router_seconds": round(time.time() - t0, 1),
+    }
+    save_athe_checkpoint(out_dir / "athe-checkpoint.pt", variant, model.state_dict(), router,
+                         cal.thresholds, images.classes, calibration, card)
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2))
+    return card
+
+
+def save_athe_checkpoint(path: Path, variant: Variant, backbone_state: dict, router: RouterCNN | None,
+                         thresholds: dict[str, float] | None, classes: list[str],
+                         calibration: dict | None, card: dict | None) -> None:
+    """The shippable checkpoint: fp16 backbone + router, thresholds, classes, calibration."""
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in backbone_state.items()}
+    blob = {"format": "athe-checkpoint-v1", "variant": variant.name, "model": half,
+            "router": router.state_dict() if router is not None else None,
+            "thresholds": thresholds, "classes": classes, "calibration": calibration, "card": card}
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
