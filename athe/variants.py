@@ -242,7 +242,7 @@ def level_macs(cfg: BackboneConfig, level: Level) -> int:
     hidden = int(cfg.embed_dim * cfg.mlp_ratio)
     attn_tokens, mlp_tokens = token_schedule(cfg, level)
     total = stem_macs(cfg)
-    for i, (na, nm) in enumerate(zip(attn_tokens, mlp_tokens)):
+    for i, (na, nm) in enumerate(zip(attn_tokens, mlp_tokens, strict=True)):
         total += na * d * 3 * inner  # qkv
         total += 2 * heads * na * na * hd  # q@k^T and attn@v
         total += na * inner * d  # proj

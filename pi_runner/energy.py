@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
 from athe.pi_runner.system import VcgencmdError, run_vcgencmd
 
 

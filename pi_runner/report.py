@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
 from athe.pi_runner.energy import PerImageEnergy
 from athe.pi_runner.stats import LatencySummary
 

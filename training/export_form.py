@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from athe.training.model import AtheViT, ConvStemPatchEmbed
@@ -87,8 +88,10 @@ class BlockExport(nn.Module):
     def __init__(self, block: nn.Module, heads: int, keep_k: int | None, fuse: bool,
                  tokens_in: int) -> None:
         super().__init__()
-        # ones over the non-CLS tokens: score sums as matmuls (delegated), not sum.dim
-        self.register_buffer("ones", torch.ones(tokens_in - 1, 1))
+        # Score sums as linear layers with constant all-ones weights (delegated as fully
+        # connected), not sum.dim or an mm against a sliced buffer (both stay on portable).
+        self.register_buffer("ones_all", torch.ones(1, tokens_in - 1))
+        self.register_buffer("ones_kept", torch.ones(1, keep_k or 1))
         attn = block.attn
         hd, inner, dim = attn.head_dim, attn.attn_dim, block.norm1.weight.shape[0]
         self.heads, self.head_dim, self.scale = heads, hd, attn.head_dim ** -0.5
@@ -146,7 +149,7 @@ class BlockExport(nn.Module):
         # Weighted sums as bmm (XNNPACK delegates bmm, not sum.dim): dropped = all - kept.
         s_all, s_kept = scores.reshape(B, 1, n), kept_w.reshape(B, 1, k)
         num = torch.bmm(s_all, patches) - torch.bmm(s_kept, kept)  # [B, 1, D]
-        den = torch.matmul(scores, self.ones) - torch.matmul(kept_w, self.ones[:k])  # [B, 1]
+        den = F.linear(scores, self.ones_all) - F.linear(kept_w, self.ones_kept)  # [B, 1]
         fused = num / torch.clamp(den, min=1e-6).reshape(B, 1, 1)
         return torch.cat([cls_tok, kept, fused], dim=1)
 
@@ -164,7 +167,8 @@ class LevelExport(nn.Module):
         self.level_name = level.name if level is not None else "dense"
         self.img_size, self.batch_size = cfg.img_size, batch_size
         self.stem = export_stem(model.patch_embed)
-        self.cls_token = nn.Parameter(model.cls_token.detach().clone())
+        # CLS token pre-expanded to the fixed batch (an expand would stay outside XNNPACK).
+        self.cls_token = nn.Parameter(model.cls_token.detach().expand(batch_size, -1, -1).clone())
         self.pos_embed = nn.Parameter(model.pos_embed.detach().clone())
         attn_tokens, _ = token_schedule(cfg, level or Level("dense"))
         self.blocks = nn.ModuleList(
@@ -179,7 +183,7 @@ class LevelExport(nn.Module):
         x = self.stem(x)  # [B, D, g, g]
         B, D = x.shape[0], x.shape[1]
         x = x.reshape(B, D, -1).transpose(1, 2)  # [B, g*g, D]
-        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1) + self.pos_embed
+        x = torch.cat([self.cls_token, x], dim=1) + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
         cls_out = self.norm(x)[:, 0:1].reshape(B, D)  # slice + reshape: no select_copy

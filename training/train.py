@@ -38,7 +38,6 @@ from athe.training.transforms import (
     PilDataset,
     augment_batch,
     eval_tensor,
-    eval_transform,
     is_array_ready,
     normalize_batch,
     train_transform,

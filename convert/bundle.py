@@ -1,0 +1,345 @@
+"""Write a verified bundle: every level and the router as fixed-shape artifacts + ``manifest.json``.
+
+Each artifact is converted from its export form, run through the runtime backend that will
+serve it on sample inputs (real images when data is given, else seeded random) and compared
+with the PyTorch export form; the max |logit diff| and top-1 agreement go into the manifest,
+and fp32 conversion fails above ``PARITY_TOLERANCE`` naming the artifact. ``.pte`` files get a
+delegation report; an fp32 op outside XNNPACK other than token selection fails the conversion.
+The bundle is built in a temporary folder beside ``out`` and renamed into place only when
+complete, so a failed or interrupted conversion never leaves a half bundle that looks valid.
+
+Example::
+
+    >>> from athe.convert.bundle import ConvertOptions, convert_bundle
+    >>> convert_bundle(ConvertOptions(variant="athe-mini", out="bundles/athe-mini"))
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from athe import __version__
+from athe.convert.executorch import LAST_DELEGATION, to_pte
+from athe.convert.litert import to_tflite
+from athe.runtime.backends import load_backend
+from athe.runtime.manifest import (
+    SCHEMA_VERSION,
+    InputSpec,
+    LevelSpec,
+    Manifest,
+    RouterSpec,
+    artifact_for_file,
+    sha256_file,
+)
+from athe.training.export_form import LevelExport
+from athe.training.model import build_model, load_backbone_weights
+from athe.training.router import RouterCNN, RouterExport, build_router, router_macs
+from athe.variants import Variant, get_variant
+
+_logger = logging.getLogger(__name__)
+
+#: fp32 artifacts must match the PyTorch export form to this max |diff| (logits/probabilities).
+PARITY_TOLERANCE = 1e-4
+#: int8-static is refused when it loses more top-1 than this (points) vs fp32 on calibration data.
+STATIC_INT8_MAX_DROP = 2.0
+
+#: One converter per format, same signature: (module, example_inputs, path, quantize, calibration).
+CONVERTERS: dict[str, Callable[..., Path]] = {"tflite": to_tflite, "pte": to_pte}
+#: The runtime backend that serves each format (used for parity).
+BACKEND_FOR_FORMAT = {"tflite": "litert", "pte": "executorch"}
+
+
+class ConvertError(RuntimeError):
+    """Conversion failed; the message names the variant, the artifact and the fix."""
+
+
+@dataclass
+class ConvertOptions:
+    variant: str
+    out: str | Path
+    checkpoint: str | Path | None = None
+    random_weights: bool = False
+    formats: tuple[str, ...] = ("tflite", "pte")
+    quantize: str = "none"
+    data: str | Path | None = None  # images for parity (and calibration for int8-static)
+    parity_samples: int = 8
+    batch_size: int = 1
+    seed: int = 0
+    force: bool = False
+    write_reference: bool = False  # also write <level>.pt2 for the torch reference backend
+    variant_obj: Variant | None = field(default=None, repr=False)  # tests: a tiny variant
+
+
+@dataclass
+class LoadedWeights:
+    model: torch.nn.Module
+    router: RouterCNN | None
+    thresholds: dict[str, float] | None
+    classes: list[str]
+    calibration: dict | None
+    checkpoint: dict[str, Any]
+
+
+def resolve_weights(variant: Variant, checkpoint: str | Path | None, random_weights: bool,
+                    seed: int = 0) -> LoadedWeights:
+    """Build the model and router and load their weights (or seeded random ones)."""
+    if checkpoint is None and not random_weights:
+        default = variant.default_checkpoint_path()
+        if default is None or not default.exists():
+            raise ConvertError(
+                f"variant {variant.name!r} has no trained checkpoint; train one with "
+                f"'athe train backbone --variant {variant.name} ...' then 'athe train router', and pass "
+                "--checkpoint PATH, or pass --random-weights for latency-only artifacts"
+            )
+        checkpoint = default
+    torch.manual_seed(seed)
+    model = build_model(variant).eval()
+    router = build_router(variant).eval() if variant.router is not None else None
+    if random_weights:
+        ths = {n: 0.5 for n in variant.level_names[:-1]} if router is not None else None
+        return LoadedWeights(model, router, ths, list(variant.labels) or _numbered(variant),
+                             None, {"path": None, "sha256": None, "random_weights": True, "seed": seed})
+    path = Path(checkpoint)  # type: ignore[arg-type]
+    if not path.is_file():
+        raise ConvertError(f"checkpoint {str(path)!r} does not exist; check --checkpoint")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    state = blob.get("model", blob) if isinstance(blob, dict) else blob
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        load_backbone_weights(model, variant, state, str(path))
+    except ValueError as exc:
+        raise ConvertError(str(exc)) from None
+    model.eval()
+    ths = None
+    if isinstance(blob, dict) and blob.get("router") is not None and router is not None:
+        router.load_state_dict(blob["router"])
+        router.eval()
+        ths = blob.get("thresholds")
+    else:
+        router = None
+    classes = blob.get("classes") if isinstance(blob, dict) else None
+    return LoadedWeights(
+        model, router, ths, list(classes or variant.labels or _numbered(variant)),
+        blob.get("calibration") if isinstance(blob, dict) else None,
+        {"path": str(path), "sha256": sha256_file(path), "random_weights": False,
+         "card": blob.get("card") if isinstance(blob, dict) else None},
+    )
+
+
+def _numbered(variant: Variant) -> list[str]:
+    return [f"class_{i}" for i in range(variant.backbone.num_classes)]
+
+
+def sample_inputs(variant: Variant, data: str | Path | None, n: int, seed: int,
+                  batch_size: int = 1) -> tuple[list[torch.Tensor], np.ndarray | None, str]:
+    """``n`` preprocessed input batches: real images from ``data`` when given, else seeded random."""
+    size = variant.backbone.img_size
+    if data is None:
+        gen = torch.Generator().manual_seed(seed)
+        return [torch.randn(batch_size, 3, size, size, generator=gen) for _ in range(n)], None, "random"
+    from athe.training.data import load_imageset
+    from athe.training.transforms import eval_tensor
+
+    images = load_imageset(data)
+    idx = np.sort(np.random.default_rng(seed).permutation(len(images))[: n * batch_size])
+    x = eval_tensor(images, variant.preprocess, idx)
+    return list(x.split(batch_size)), images.labels[idx], "real"
+
+
+def _compare(model_fn: Callable[[np.ndarray], np.ndarray], reference: torch.nn.Module,
+             inputs: list[torch.Tensor]) -> dict[str, Any]:
+    diffs, agree, outs = [], 0, []
+    with torch.no_grad():
+        for x in inputs:
+            ref = reference(x).numpy()
+            got = model_fn(x.numpy())
+            outs.append(got)
+            diffs.append(float(np.abs(got - ref).max()))
+            agree += int((got.argmax(-1) == ref.argmax(-1)).all())
+    return {"max_abs_diff": max(diffs), "top1_agreement": agree / len(inputs), "samples": len(inputs),
+            "_outputs": outs}
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, Any]:
+    from importlib import metadata
+
+    out: dict[str, Any] = {"athe": __version__}
+    for dist in ("torch", "timm", "litert-torch", "executorch", "ai-edge-litert", "ai-edge-quantizer"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    out["git_commit"] = _git_commit()
+    out["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return out
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise ConvertError(f"output folder {str(out)!r} already exists; pass --force to replace it or choose another --out")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".athe-write-test-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise ConvertError(f"cannot write to {str(parent)!r} ({exc.strerror}); choose a writable --out") from None
+
+
+def convert_artifact(owner: str, module: torch.nn.Module, fmt: str, folder: Path, opts: ConvertOptions,
+                     inputs: list[torch.Tensor], calibration: list[tuple[torch.Tensor, ...]] | None,
+                     variant: Variant) -> tuple[Any, list[np.ndarray]]:
+    """Convert one artifact, check parity (and delegation), return its manifest entry."""
+    name = f"{owner}.{fmt}"
+    path = folder / name
+    example = (inputs[0],)
+    t0 = time.time()
+    try:
+        CONVERTERS[fmt](module, example, path, quantize=opts.quantize, calibration=calibration)
+    except ConvertError:
+        raise
+    except Exception as exc:  # add the variant and artifact, keep the cause
+        raise ConvertError(f"{variant.name}: converting {name} failed: {type(exc).__name__}: {exc}") from exc
+    seconds = time.time() - t0
+    delegation = dict(LAST_DELEGATION) if fmt == "pte" else None
+    backend = load_backend(BACKEND_FOR_FORMAT[fmt], threads=1)
+    loaded = backend.load(path)
+    parity = _compare(loaded.run, module, inputs)
+    outputs = parity.pop("_outputs")
+    parity["inputs"] = "real" if opts.data is not None else "random"
+    parity["convert_seconds"] = round(seconds, 1)
+    precision = "fp32" if opts.quantize == "none" else opts.quantize
+    if precision == "fp32" and parity["max_abs_diff"] > PARITY_TOLERANCE:
+        raise ConvertError(
+            f"{variant.name}: {name} differs from PyTorch by {parity['max_abs_diff']:.2e} "
+            f"(tolerance {PARITY_TOLERANCE:.0e}); the artifact is not written"
+        )
+    if precision == "fp32" and delegation is not None and delegation["disallowed_non_delegated"]:
+        raise ConvertError(
+            f"{variant.name}: {name} leaves {delegation['disallowed_non_delegated']} outside XNNPACK; "
+            "rewrite them in the export form (see athe/training/backend_quirks.py)"
+        )
+    _logger.info("%s: %.1fs, max|diff| %.2e, top-1 agreement %.2f", name, seconds,
+                 parity["max_abs_diff"], parity["top1_agreement"])
+    return artifact_for_file(folder, name, precision=precision, parity=parity, delegation=delegation), outputs
+
+
+def convert_bundle(opts: ConvertOptions) -> Path:
+    """Convert every level (and the router) of ``opts.variant``; returns the bundle folder."""
+    variant = opts.variant_obj or get_variant(opts.variant)
+    out = Path(opts.out)
+    for fmt in opts.formats:
+        if fmt not in CONVERTERS:
+            raise ConvertError(f"unknown format {fmt!r}; choose from {', '.join(CONVERTERS)}")
+    if opts.quantize not in ("none", "int8-dynamic", "int8-static"):
+        raise ConvertError(f"unknown --quantize {opts.quantize!r}; use none, int8-dynamic or int8-static")
+    if opts.quantize == "int8-static" and opts.data is None:
+        raise ConvertError("--quantize int8-static needs real calibration data: pass --calibration-data PATH")
+    _check_out(out, opts.force)
+    weights = resolve_weights(variant, opts.checkpoint, opts.random_weights, opts.seed)
+    inputs, labels, kind = sample_inputs(variant, opts.data, opts.parity_samples, opts.seed, opts.batch_size)
+    calibration = [(x,) for x in inputs] if opts.quantize == "int8-static" else None
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        levels = []
+        for lv in variant.levels:
+            form = LevelExport(weights.model, lv, batch_size=opts.batch_size)
+            files, outs = {}, {}
+            for fmt in opts.formats:
+                files[fmt], outs[fmt] = convert_artifact(lv.name, form, fmt, tmp, opts, inputs, calibration, variant)
+            if opts.quantize == "int8-static" and labels is not None:
+                _check_static_drop(form, inputs, outs, labels, variant, lv.name)
+            if opts.write_reference:
+                torch.export.save(torch.export.export(form, (inputs[0],)), str(tmp / f"{lv.name}.pt2"))
+                files["pt2"] = artifact_for_file(tmp, f"{lv.name}.pt2", precision="fp32")
+            cal_acc = (weights.calibration or {}).get("test", {}).get("level_accuracy", {}).get(lv.name)
+            levels.append(LevelSpec(
+                name=lv.name, keep=lv.keep, heads=lv.heads or variant.backbone.num_heads, fuse=lv.fuse,
+                tokens_per_block=tuple(variant.tokens_per_block(lv)), macs=variant.macs(lv),
+                files=files, val_accuracy=cal_acc))
+        router_spec = None
+        if weights.router is not None and variant.router is not None:
+            rform = RouterExport(weights.router)
+            rfiles = {}
+            for fmt in opts.formats:
+                rfiles[fmt], _ = convert_artifact("router", rform, fmt, tmp, opts, inputs, calibration, variant)
+            if opts.write_reference:
+                torch.export.save(torch.export.export(rform, (inputs[0],)), str(tmp / "router.pt2"))
+                rfiles["pt2"] = artifact_for_file(tmp, "router.pt2", precision="fp32")
+            cal = weights.calibration or {}
+            router_spec = RouterSpec(
+                files=rfiles, outputs=tuple(variant.level_names), thresholds=dict(weights.thresholds or {}),
+                input_size=variant.router.input_size, macs=router_macs(weights.router),
+                calibration_target=cal.get("target", {"random_weights": True}),
+                accuracy=None if not cal else float(np.mean(list(cal.get("router_accuracy", {}).values()) or [0])))
+        pre = variant.preprocess
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION, variant=variant.name, created_with=_versions(),
+            checkpoint=weights.checkpoint, random_weights=opts.random_weights,
+            precision="fp32" if opts.quantize == "none" else opts.quantize,
+            input=InputSpec(rule="resize_shorter_center_crop", resize_size=pre.resize_size,
+                            crop_size=pre.crop_size, interpolation=pre.interpolation, mean=pre.mean,
+                            std=pre.std, batch_size=opts.batch_size),
+            labels=tuple(weights.classes), levels=tuple(levels), router=router_spec,
+            calibration=weights.calibration,
+        )
+        Manifest.from_dict(json.loads(manifest.dumps()))  # round-trip through the reader
+        (tmp / "manifest.json").write_text(manifest.dumps())
+        _install(tmp, out, opts.force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _check_static_drop(form: torch.nn.Module, inputs: list[torch.Tensor], outs: dict[str, list[np.ndarray]],
+                       labels: np.ndarray, variant: Variant, level: str) -> None:
+    """Refuse int8-static artifacts that lose more than ``STATIC_INT8_MAX_DROP`` points vs fp32."""
+    with torch.no_grad():
+        fp_pred = np.concatenate([form(x).numpy().argmax(-1) for x in inputs])
+    fp = 100.0 * float((fp_pred == labels[: len(fp_pred)]).mean())
+    for fmt, got in outs.items():
+        pred = np.concatenate([o.argmax(-1) for o in got])
+        acc_q = 100.0 * float((pred == labels[: len(pred)]).mean())
+        if fp - acc_q > STATIC_INT8_MAX_DROP:
+            raise ConvertError(
+                f"{variant.name}: int8-static {level}.{fmt} loses {fp - acc_q:.1f} top-1 points vs fp32 "
+                f"({acc_q:.1f} vs {fp:.1f} % on {len(pred)} calibration images; limit "
+                f"{STATIC_INT8_MAX_DROP}); use --quantize int8-dynamic"
+            )
+
+
+def _install(tmp: Path, out: Path, force: bool) -> None:
+    """Move the finished bundle into place atomically (replacing ``out`` only with ``force``)."""
+    if out.exists():
+        if not force:
+            raise ConvertError(f"output folder {str(out)!r} appeared during conversion; nothing was replaced")
+        old = out.with_name(f".{out.name}.old-{hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)

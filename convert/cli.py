@@ -1,0 +1,47 @@
+"""``athe convert``: a thin click wrapper over ``athe.convert.bundle.convert_bundle``."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from athe.variants import VARIANTS
+
+
+@click.command("convert")
+@click.option("--variant", type=click.Choice(sorted(VARIANTS)), required=True)
+@click.option("--checkpoint", type=click.Path(), default=None,
+              help="Trained checkpoint (default: the variant's shipped one, if any).")
+@click.option("--random-weights", is_flag=True, help="Seeded random weights: latency-only artifacts.")
+@click.option("--format", "formats", default="tflite,pte", show_default=True,
+              help="Comma-separated: tflite, pte.")
+@click.option("--quantize", type=click.Choice(["none", "int8-dynamic", "int8-static"]), default="none",
+              show_default=True)
+@click.option("--calibration-data", "--data", "data", type=click.Path(exists=True), default=None,
+              help="Images for parity checks (and int8-static calibration): folder or .tar.gz.")
+@click.option("--parity-samples", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Fixed batch of the artifacts.")
+@click.option("--reference", is_flag=True, help="Also write .pt2 files for the torch reference backend.")
+@click.option("--out", type=click.Path(), default=None, help="Bundle folder (default: bundles/VARIANT).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
+def convert(variant: str, checkpoint: str | None, random_weights: bool, formats: str, quantize: str,
+            data: str | None, parity_samples: int, batch_size: int, reference: bool, out: str | None,
+            force: bool) -> None:
+    """Export every level and the router of VARIANT as a verified bundle."""
+    from athe.convert.bundle import ConvertError, ConvertOptions, convert_bundle
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if checkpoint is not None and random_weights:
+        raise click.UsageError("pass either --checkpoint or --random-weights, not both")
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    opts = ConvertOptions(
+        variant=variant, out=out or f"bundles/{variant}", checkpoint=checkpoint,
+        random_weights=random_weights, formats=fmts, quantize=quantize, data=data,
+        parity_samples=parity_samples, batch_size=batch_size, force=force, write_reference=reference,
+    )
+    try:
+        path = convert_bundle(opts)
+    except ConvertError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"bundle written: {path}")
