@@ -1,0 +1,180 @@
+"""``athe run``: measure a bundle on this device, or compare bundles and policies.
+
+Two subcommands; a first argument that is not a subcommand means ``measure``, so::
+
+    athe run BUNDLE --input PATH [options]          # = athe run measure BUNDLE --input PATH
+    athe run compare BUNDLE_A BUNDLE_B --input PATH
+    athe run compare BUNDLE --policies router,fixed:dense --input PATH
+    python -m athe.pi_runner BUNDLE --input PATH    # the same, without the athe entry point
+
+(A bundle folder literally named ``compare`` or ``measure``: write ``./compare``.)
+Each command parses its options and calls one library function in
+:mod:`athe.pi_runner.runner`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from athe.pi_runner.energy import METER_NAMES
+
+BACKENDS = ("litert", "executorch", "torch")
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a bad setting or input: shown as one ``Error:`` line."""
+    from athe.pi_runner.energy import EnergyMeterError
+    from athe.pi_runner.inputs import InputError
+    from athe.runtime.backends import BackendError
+    from athe.runtime.bundle import BundleError
+    from athe.runtime.dispatcher import DispatchError
+    from athe.runtime.preprocess import ImageError
+
+    return (BundleError, BackendError, DispatchError, InputError, EnergyMeterError, ImageError,
+            FileExistsError, ValueError)
+
+
+class RunGroup(click.Group):
+    """A group whose first argument, when it is not a subcommand, selects ``measure``."""
+
+    default_command = "measure"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        help_names = set(ctx.help_option_names) | {"--help"}
+        if args and args[0] not in self.commands and args[0] not in help_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--input", "input_spec", required=True, metavar="PATH|camera[:N]",
+                     help="Image folder, ImageFolder dataset, CIFAR python folder, .tar/.tar.gz "
+                          "ImageFolder archive, one image, or camera[:N]."),
+        click.option("--backend", type=click.Choice(BACKENDS), default="litert", show_default=True,
+                     help="Runtime: litert (.tflite), executorch (.pte), torch (.pt2 reference)."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="Backend threads [default: all cores]."),
+        click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+                     help="Warm-up images (then one run of every model)."),
+        click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+                     help="Passes over the same images (at least 3 with a meter)."),
+        click.option("--limit", type=click.IntRange(min=1), default=None,
+                     help="Use at most this many images (camera: frames, default 30)."),
+        click.option("--shuffle", "shuffle", type=int, default=None, metavar="SEED",
+                     help="Seeded random order (subset with --limit) instead of sorted order."),
+        click.option("--split", type=click.Choice(["test", "train"]), default="test",
+                     show_default=True, help="Split of a CIFAR folder."),
+        click.option("--no-labels", "ignore_labels", is_flag=True,
+                     help="Ignore class folders (no accuracy)."),
+        click.option("--thresholds", default=None, metavar="LEVEL=P,...",
+                     help="Override router thresholds, e.g. simple=0.7,complex=0.5."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the random policy."),
+        click.option("--energy", default="auto", show_default=True, metavar="METER",
+                     help=f"Energy meter: {', '.join(METER_NAMES)}; forms: ina219[:BUS[:ADDR[:SHUNT]]], "
+                          "powercap[:ZONE,..], hwmon[:DEVICE], csv:PATH, estimate:WATTS."),
+        click.option("--idle-seconds", type=click.FloatRange(min=0), default=10.0, show_default=True,
+                     help="Idle baseline window with models loaded (0: gross energy only)."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Report folder [default: runs/NAME-TIMESTAMP]."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+        click.option("--no-plots", is_flag=True, help="Do not write PNG plots."),
+        click.option("--fsync", is_flag=True, help="fsync every row (survives power loss; slower)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _default_out(name: str) -> Path:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or "run"
+    return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _thresholds(text: str | None) -> dict[str, float] | None:
+    if text is None:
+        return None
+    from athe.runtime.dispatcher import parse_thresholds
+
+    return parse_thresholds(text)
+
+
+def _call(out: Path, fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; user errors become one-line click errors, Ctrl-C exits 130 naming what was kept."""
+    started = time.time()
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: completed rows kept in {out}, summary marked incomplete", err=True)
+        raise click.exceptions.Exit(130) from None
+    except _user_errors() as exc:
+        summary = out / "summary.json"
+        kept = (f" (rows so far kept in {out}, summary marked incomplete)"
+                if summary.exists() and summary.stat().st_mtime >= started - 1.0 else "")
+        raise click.ClickException(f"{exc}{kept}") from exc
+
+
+@click.group("run", cls=RunGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Measure a bundle on this device (latency per stage, energy, system state) or compare.
+
+    \b
+    athe run BUNDLE --input PATH [options]     (same as: athe run measure ...)
+    athe run compare BUNDLE_A BUNDLE_B --input PATH
+    athe run compare BUNDLE --policies router,fixed:dense --input PATH
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@run.command("measure")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--policy", default="router", show_default=True,
+              help="router, fixed:<level>, random:<fraction>, random:<level>=<share>,..., oracle.")
+@click.option("--level-energy/--no-level-energy", default=True, show_default=True,
+              help="With a meter, also measure each level in its own fixed-level passes.")
+@_common_options
+def measure(bundle: Path, policy: str, level_energy: bool, input_spec: str, backend: str,
+            threads: int | None, warmup: int, repeat: int, limit: int | None,
+            shuffle: int | None, split: str, ignore_labels: bool, thresholds: str | None,
+            seed: int, energy: str, idle_seconds: float, out: Path | None, no_progress: bool,
+            no_plots: bool, fsync: bool) -> None:
+    """Measure BUNDLE on --input: per-image rows, summary, CSV, plots, table."""
+    from athe.pi_runner.runner import run_bundle
+
+    out = out or _default_out(f"{bundle.resolve().name}-{policy}")
+    _call(out, lambda: run_bundle(
+        bundle, input_spec, out=out, backend=backend, threads=threads, policy=policy,
+        thresholds=_thresholds(thresholds), seed=seed, warmup=warmup, repeat=repeat, limit=limit,
+        shuffle=shuffle, split=split, ignore_labels=ignore_labels, energy=energy,
+        idle_seconds=idle_seconds, level_energy=level_energy, progress=not no_progress,
+        plots=not no_plots, fsync=fsync))
+
+
+@run.command("compare")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--policies", default="router", show_default=True, metavar="P1,P2,...",
+              help="Policies to run for every bundle, e.g. router,fixed:dense.")
+@_common_options
+def compare(bundles: tuple[Path, ...], policies: str, input_spec: str, backend: str,
+            threads: int | None, warmup: int, repeat: int, limit: int | None,
+            shuffle: int | None, split: str, ignore_labels: bool, thresholds: str | None,
+            seed: int, energy: str, idle_seconds: float, out: Path | None, no_progress: bool,
+            no_plots: bool, fsync: bool) -> None:
+    """Run BUNDLES × --policies interleaved on the same images; print ratios to the first."""
+    from athe.pi_runner.runner import compare_runs
+
+    policy_list = [p.strip() for p in policies.split(",") if p.strip()]
+    out = out or _default_out("compare")
+    _call(out, lambda: compare_runs(
+        list(bundles), input_spec, out=out, policies=policy_list, backend=backend,
+        threads=threads, thresholds=_thresholds(thresholds), seed=seed, warmup=warmup,
+        repeat=repeat, limit=limit, shuffle=shuffle, split=split, ignore_labels=ignore_labels,
+        energy=energy, idle_seconds=idle_seconds, progress=not no_progress,
+        plots=not no_plots, fsync=fsync))

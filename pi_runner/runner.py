@@ -1,0 +1,967 @@
+"""Measure a bundle on this device and write the report: ``run_bundle`` and ``compare_runs``.
+
+``run_bundle`` (what ``athe run BUNDLE --input PATH`` does), in order:
+
+1. open and verify the bundle, load the router and every level on one backend (bundle
+   verification, model load seconds, resident memory);
+2. read the inputs into memory (:mod:`athe.pi_runner.inputs`), take a system snapshot, warn when
+   the CPU governor is not ``performance``;
+3. warm up: ``warmup`` images through the dispatcher, then one run of every model, so that no
+   level is cold when routing first picks it;
+4. with an energy meter: an idle window of ``idle_seconds`` with the models loaded and nothing
+   running (skipped for a constant-power estimate, which has no idle/active difference);
+5. ``repeat`` passes over the same images, each inside its own meter window; one JSONL row per
+   image with every stage's raw time (decode, preprocess, route, infer, total), appended and
+   flushed as it completes;
+6. with a meter and ``level_energy``: each repeat also runs one pass per level with the policy
+   forced to ``fixed:<level>`` on the same loaded models, each in its own meter window. Energy
+   per level is therefore *measured* (J/image when every image runs at that level), not
+   apportioned from a mixed run by inference time, which would only be an estimate. The order
+   of the passes rotates from repeat to repeat so slow drift (heat, clocks) hits all of them;
+   their rows go to ``level_passes.jsonl``;
+7. a second snapshot: throttling, governor changes and heat are flagged in the report;
+8. ``summary.json``, ``per_image.csv``, PNG plots and a short table on the terminal.
+
+Ctrl-C or a crash during 3–6 keeps every completed row and writes a summary marked
+``"complete": false`` with the reason (:class:`~athe.pi_runner.report.RunRecorder`).
+
+Energy per image is gross (meter window joules / images) and net (minus idle watts × window
+seconds), mean ± sample std over the repeats; the window covers the whole pass, i.e. the
+dispatcher plus the runner's own per-image bookkeeping (a JSONL write, a progress tick).
+
+``compare_runs`` (``athe run compare``) runs several bundles and/or policies in one process on the
+same images, round-robin per image (the candidate order rotates per image), and reports latency
+and accuracy as ratios/deltas against the first; with a meter it then measures energy in
+whole-pass windows, one per candidate per repeat, rotating the order per repeat (an image-level
+interleave cannot be metered: windows that short are below any meter's resolution).
+
+Example::
+
+    >>> from athe.pi_runner.runner import run_bundle
+    >>> result = run_bundle("bundles/athe-mini", "../shared/data/cifar10-train.tar.gz",
+    ...                     out="runs/mini", limit=200, shuffle=0, repeat=3, energy="auto")
+    >>> result.summary["latency_ms"]["overall"]["p50_ms"], result.files["summary"]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from athe.pi_runner.energy import (
+    EnergyMeter,
+    EnergyReading,
+    PerImageEnergy,
+    measure_idle,
+    meter_from_spec,
+    per_image_energy,
+)
+from athe.pi_runner.inputs import ImageSource, Sample, open_inputs
+from athe.pi_runner.report import (
+    ENERGY_PNG,
+    LATENCY_CDF_PNG,
+    PER_IMAGE_JSONL,
+    ROUTED_FRACTION_PNG,
+    JsonlWriter,
+    RunRecorder,
+    environment_info,
+    plot_energy_per_image,
+    plot_latency_cdf,
+    plot_routed_fraction,
+    print_latency_table,
+    to_jsonable,
+)
+from athe.pi_runner.stats import OVERALL, routed_fraction, summarize_by_level, summarize_latency
+from athe.pi_runner.system import (
+    GuardResult,
+    SystemSnapshot,
+    compare_snapshots,
+    governor_warnings,
+    snapshot,
+)
+from athe.runtime.backends import BACKEND_FORMATS, load_backend
+from athe.runtime.bundle import MANIFEST_NAME, Bundle
+from athe.runtime.dispatcher import STAGES, Dispatcher, Prediction, parse_policy, rss_bytes
+from athe.runtime.manifest import sha256_file
+from athe.runtime.preprocess import ImageError
+
+LEVEL_PASSES_JSONL = "level_passes.jsonl"
+ENERGY_PASSES_JSONL = "energy_passes.jsonl"
+#: A spread needs repeats: energy runs refuse fewer.
+MIN_ENERGY_REPEATS = 3
+LEVEL_ENERGY_METHOD = (
+    "measured: one fixed-level pass per level per repeat over the same images, each in its own "
+    "meter window (J/image if every image ran at that level); not apportioned by inference time"
+)
+
+@dataclass
+class RunResult:
+    """What a run wrote.
+
+    Attributes:
+        out_dir: the ``--out`` folder.
+        summary: the summary as written to ``summary.json`` (JSON types).
+        files: ``jsonl``, ``summary``, ``csv`` and the PNGs → path.
+    """
+
+    out_dir: Path
+    summary: dict[str, Any]
+    files: dict[str, Path]
+
+
+# -- small pieces ----------------------------------------------------------------------------
+def peak_rss_bytes() -> int | None:
+    """Peak resident memory of this process (``getrusage`` ``ru_maxrss``), None without it."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def open_meter(energy: str | EnergyMeter | None) -> tuple[EnergyMeter | None, str]:
+    """An ``--energy`` value (or a meter object, or None) → ``(meter or None, message)``."""
+    if energy is None:
+        return None, "energy measurement disabled"
+    if isinstance(energy, EnergyMeter):
+        return energy, f"using {energy.method}: {energy.describe()}"
+    return meter_from_spec(energy)
+
+
+def check_energy_repeats(meter: EnergyMeter | None, repeat: int) -> None:
+    """Raise ValueError when a meter is in use with fewer than 3 repeats (no spread)."""
+    if repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, got {repeat}")
+    if meter is not None and repeat < MIN_ENERGY_REPEATS:
+        meter.close()
+        raise ValueError(f"energy per image needs a spread over at least {MIN_ENERGY_REPEATS} repeats: "
+                         f"pass --repeat {MIN_ENERGY_REPEATS} (or --energy none for latency only)")
+
+
+@dataclass
+class LoadedBundle:
+    """A dispatcher and what loading it cost."""
+
+    dispatcher: Dispatcher
+    info: dict[str, Any]
+
+
+def load_bundle(bundle: str | Path, backend: str | Any = "litert", threads: int | None = None,
+                policy: str = "router", thresholds: dict[str, float] | None = None,
+                seed: int = 0) -> LoadedBundle:
+    """Verify the bundle (only the backend's format) and preload the router and every level.
+
+    Raises:
+        BackendError, BundleError, DispatchError: with the fix in the message.
+    """
+    backend_obj = load_backend(backend, threads) if isinstance(backend, str) else backend
+    fmt = BACKEND_FORMATS.get(backend_obj.name) or getattr(backend_obj, "format", None)
+    t0 = time.perf_counter()
+    opened = Bundle.open(bundle, formats=[fmt] if fmt else None)
+    t1 = time.perf_counter()
+    dispatcher = Dispatcher(opened, backend=backend_obj, fmt=fmt, policy=policy,
+                            thresholds=thresholds, seed=seed)
+    t2 = time.perf_counter()
+    rss, rss_method = rss_bytes()
+    manifest = opened.manifest
+    info = {
+        "path": str(opened.path), "variant": opened.variant, "levels": opened.level_names,
+        "router": opened.router is not None, "labels": len(opened.labels),
+        "manifest_sha256": sha256_file(opened.path / MANIFEST_NAME),
+        "random_weights": manifest.random_weights, "precision": manifest.precision,
+        "created_with": manifest.created_with,
+        "load": {
+            "bundle_verify_s": t1 - t0, "dispatcher_init_s": t2 - t1,
+            "models_load_s": sum(load.seconds for load in dispatcher.loads),
+            "artifacts": [asdict(load) for load in dispatcher.loads],
+            "rss_after_load_bytes": rss, "rss_method": rss_method,
+            "peak_rss_after_load_bytes": peak_rss_bytes(),
+        },
+    }
+    return LoadedBundle(dispatcher, info)
+
+
+def _rotated(items: Sequence[Any], start: int) -> list[Any]:
+    if not items:
+        return []
+    k = start % len(items)
+    return [*items[k:], *items[:k]]
+
+
+@contextmanager
+def forced_policy(dispatcher: Dispatcher, policy: str) -> Iterator[None]:
+    """Run ``dispatcher`` with another policy on the same loaded models, then restore it."""
+    saved = dispatcher.policy
+    parsed = parse_policy(policy, dispatcher.level_names)
+    if parsed.kind == "router" and dispatcher.router is None:
+        raise ValueError(f"cannot force {policy!r}: the bundle has no router")
+    dispatcher.policy = parsed
+    try:
+        yield
+    finally:
+        dispatcher.policy = saved
+
+
+def predict_sample(dispatcher: Dispatcher, sample: Sample) -> Prediction:
+    """``dispatcher.predict`` with the sample's name added to an image error."""
+    name, image, label = sample
+    try:
+        return dispatcher.predict(image, label)
+    except ImageError as exc:
+        raise ImageError(f"input {name!r}: {exc}") from exc
+
+
+def prediction_row(run: str, repeat: int, index: int, name: str, p: Prediction,
+                   labels: Sequence[str]) -> dict[str, Any]:
+    """One per-image JSONL row: identity, decision, correctness and raw stage times (ms)."""
+    target = p.target
+    return {
+        "run": run, "repeat": repeat, "index": index, "image": name, "level": p.level,
+        "label": target,
+        "label_name": labels[target] if target is not None and target < len(labels) else None,
+        "pred": p.label, "pred_name": p.label_name, "probability": p.probability,
+        "correct": p.correct, "router_scores": p.router_scores,
+        "stages_ms": {stage: p.timings_ms[stage] for stage in STAGES}, "wall_time": time.time(),
+    }
+
+
+def warm_up(dispatcher: Dispatcher, samples: Sequence[Sample], count: int) -> int:
+    """``count`` images through the dispatcher, then one run of the router and every level.
+
+    Returns:
+        model runs done outside the dispatcher (0 when ``count`` is 0: no warm-up asked).
+    """
+    if count <= 0 or not samples:
+        return 0
+    for i in range(count):
+        predict_sample(dispatcher, samples[i % len(samples)])
+    x = dispatcher.preprocessor(samples[0][1])
+    models = [m for m in (dispatcher.router, *dispatcher.levels.values()) if m is not None]
+    for model in models:
+        model.run(x)
+    return len(models)
+
+
+class _Bar:
+    """A rich progress bar (or nothing): ``advance()`` per image, ``label(text)`` per pass."""
+
+    def __init__(self, progress: Any, total: int) -> None:
+        self._progress = progress
+        self._task = progress.add_task("warm-up", total=total) if progress is not None else None
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def label(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=text)
+
+
+@contextmanager
+def progress_bar(console: Any, enabled: bool, total: int) -> Iterator[_Bar]:
+    """A progress bar over ``total`` images, refreshed 4x per second (little CPU next to a run)."""
+    if not enabled:
+        yield _Bar(None, total)
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  refresh_per_second=4) as progress:
+        yield _Bar(progress, total)
+
+
+def _console(console: Any) -> Any:
+    if console is not None:
+        return console
+    from rich.console import Console
+
+    return Console()
+
+
+def _say_weights(console: Any, random_weights: bool) -> None:
+    if random_weights:
+        console.print("[bold white on red] RANDOM WEIGHTS [/] the bundle manifest says "
+                      "random_weights=true: latency and energy are real, accuracy is meaningless")
+    else:
+        console.print("weights: trained (manifest random_weights=false)")
+
+
+# -- summaries -------------------------------------------------------------------------------
+def _accuracy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    scored = [r for r in rows if r.get("correct") is not None]
+    if not scored:
+        return None
+    per_level: dict[str, dict[str, Any]] = {}
+    for level in dict.fromkeys(r["level"] for r in scored):
+        hits = [bool(r["correct"]) for r in scored if r["level"] == level]
+        per_level[level] = {"count": len(hits), "top1": sum(hits) / len(hits)}
+    correct = sum(bool(r["correct"]) for r in scored)
+    return {"labelled": len(scored), "correct": correct, "top1": correct / len(scored),
+            "per_level": per_level}
+
+
+def _stage_seconds(rows: Sequence[Mapping[str, Any]], stage: str) -> list[float]:
+    # route = elapsed - infer can round to -1e-13 ms; anything more negative is a timer bug.
+    values = [r["stages_ms"][stage] for r in rows]
+    if any(v < -1e-6 for v in values):
+        raise ValueError(f"negative {stage} time in the rows: the timer is broken")
+    return [max(v, 0.0) / 1e3 for v in values]
+
+
+def latency_report(rows: Sequence[Mapping[str, Any]], level_names: Sequence[str]) -> dict[str, Any]:
+    """Summaries of per-image rows: per level and overall, per stage, routed fraction, accuracy.
+
+    Returns:
+        ``{"count", "latency_ms", "stages_ms", "routed_fraction", "accuracy"}``; the latency
+        values are :class:`~athe.pi_runner.stats.LatencySummary` (``"overall"`` included).
+    """
+    if not rows:
+        return {"count": 0, "latency_ms": {}, "stages_ms": {}, "routed_fraction": {}, "accuracy": None}
+    levels = [r["level"] for r in rows]
+    return {
+        "count": len(rows),
+        "latency_ms": summarize_by_level(_stage_seconds(rows, "total"), levels, level_names),
+        "stages_ms": {stage: summarize_by_level(_stage_seconds(rows, stage), levels, level_names)
+                      for stage in STAGES},
+        "routed_fraction": routed_fraction(levels, level_names),
+        "accuracy": _accuracy(rows),
+    }
+
+
+def _energy_of(readings: Sequence[EnergyReading], images: int, idle: EnergyReading | None,
+               complete: bool) -> PerImageEnergy | None:
+    if not readings:
+        return None
+    return per_image_energy(readings, images, idle=idle,
+                            min_repeats=MIN_ENERGY_REPEATS if complete else 1)
+
+
+@dataclass
+class _RunState:
+    """Everything a (partial) summary needs, filled in as the run goes."""
+
+    settings: dict[str, Any]
+    bundle: dict[str, Any]
+    inputs: dict[str, Any]
+    environment: dict[str, Any]
+    level_names: list[str]
+    main_name: str
+    images_per_repeat: int
+    before: SystemSnapshot
+    meter_text: str
+    meter: EnergyMeter | None = None
+    idle: EnergyReading | None = None
+    idle_note: str | None = None
+    pass_order: list[list[str]] = field(default_factory=list)
+    pass_seconds: dict[str, list[float]] = field(default_factory=dict)
+    readings: dict[str, list[EnergyReading]] = field(default_factory=dict)
+    side_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    guard: GuardResult | None = None
+    warmup_runs: int = 0
+
+
+def _energy_block(state: _RunState, complete: bool) -> tuple[dict[str, Any], dict[str, PerImageEnergy]]:
+    if state.meter is None:
+        return {"enabled": False, "message": state.meter_text}, {}
+    idle = state.idle if state.idle is not None else None
+    per_run = {name: e for name in state.readings
+               if (e := _energy_of(state.readings[name], state.images_per_repeat, idle, complete))
+               is not None}
+    return {
+        "enabled": True, "message": state.meter_text, "method": state.meter.method,
+        "describe": state.meter.describe(), "is_estimate": state.meter.is_estimate,
+        "idle": state.idle, "idle_note": state.idle_note,
+        "main": state.main_name, "per_run": per_run,
+        "per_level_method": LEVEL_ENERGY_METHOD if len(per_run) > 1 else None,
+        "readings": {name: list(rs) for name, rs in state.readings.items()},
+        "valid": all(e.valid for e in per_run.values()) if per_run else False,
+        "invalid_reasons": {n: e.invalid_reason for n, e in per_run.items() if not e.valid},
+    }, per_run
+
+
+def build_summary(rows: Sequence[Mapping[str, Any]], state: _RunState, complete: bool) -> dict[str, Any]:
+    """The summary of a run from its rows and state (also for a partial run)."""
+    report = latency_report(rows, state.level_names)
+    energy, _ = _energy_block(state, complete)
+    seconds = state.pass_seconds.get(state.main_name, [])
+    system: dict[str, Any] = {"before": state.before, "warnings": governor_warnings(state.before)}
+    if state.guard is not None:
+        g = state.guard
+        system = {"before": g.before, "after": g.after, "throttled": g.throttled,
+                  "throttle_reasons": g.throttle_reasons, "warnings": g.warnings,
+                  "temp_rise_c": g.temp_rise_c}
+    side = {name: {"count": len(rs),
+                   "latency_ms": summarize_latency(_stage_seconds(rs, "total")) if rs else None,
+                   "accuracy": _accuracy(rs)}
+            for name, rs in state.side_rows.items()}
+    return {
+        "random_weights": state.bundle["random_weights"],
+        "bundle": state.bundle, "settings": state.settings, "inputs": state.inputs,
+        "images_per_repeat": state.images_per_repeat,
+        "repeats_completed": len(seconds),
+        "expected_rows": state.images_per_repeat * state.settings["repeat"],
+        "warmup_model_runs": state.warmup_runs,
+        **report,
+        "wall": {"pass_seconds": state.pass_seconds, "pass_order": state.pass_order,
+                 "images_per_s_per_repeat": [state.images_per_repeat / s for s in seconds if s > 0]},
+        "level_passes": side,
+        "energy": energy,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "system": system,
+        "environment": state.environment,
+    }
+
+
+# -- printing --------------------------------------------------------------------------------
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    return "–" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def print_energy_table(energy: Mapping[str, PerImageEnergy], console: Any,
+                       title: str = "Energy per image (J), mean ± std over repeats") -> None:
+    """Gross and net J/image per run, idle watts, repeats and validity; estimates say so."""
+    from rich.table import Table
+
+    methods = sorted({e.method for e in energy.values()})
+    title += f" [{', '.join(methods)}]"
+    if any(e.is_estimate for e in energy.values()):
+        title += " MODEL ESTIMATE, not measured"
+    table = Table(title=title)
+    for column in ("run", "gross J/img", "net J/img", "idle W", "n", "valid"):
+        table.add_column(column, justify="left" if column in ("run", "valid") else "right")
+    for name, e in energy.items():
+        net = (f"{_fmt(e.net_mean)} ± {_fmt(e.net_std, '.2g')}" if e.net_j_per_image is not None
+               else "–")
+        table.add_row(name, f"{_fmt(e.gross_mean)} ± {_fmt(e.gross_std, '.2g')}", net,
+                      _fmt(e.idle_watts), str(len(e.gross_j_per_image)),
+                      "yes" if e.valid else f"NO: {e.invalid_reason}")
+    console.print(table)
+
+
+def _print_end(console: Any, report: dict[str, Any], per_run: dict[str, PerImageEnergy],
+               state: _RunState, files: Mapping[str, Path]) -> None:
+    level_energy = {lv: per_run[f"fixed:{lv}"] for lv in state.level_names if f"fixed:{lv}" in per_run}
+    if state.main_name in per_run:
+        level_energy[OVERALL] = per_run[state.main_name]
+    has_net = level_energy and all(e.net_j_per_image is not None for e in level_energy.values())
+    print_latency_table(report["latency_ms"], routed=report["routed_fraction"],
+                        energy=level_energy if has_net else None, console=console,
+                        title=f"Latency per image (ms), {report['count']} images, policy "
+                              f"{state.settings['policy']}")
+    if per_run:
+        print_energy_table(per_run, console)
+    acc = report["accuracy"]
+    if acc is not None:
+        console.print(f"accuracy: {acc['top1']:.2%} top-1 over {acc['labelled']} labelled images")
+    if state.guard is not None and state.guard.throttled:
+        console.print(f"[bold red]THROTTLED during the run:[/] {'; '.join(state.guard.throttle_reasons)}")
+    _say_weights(console, state.bundle["random_weights"])
+    console.print(f"report: {', '.join(str(p) for p in files.values())}")
+
+
+# -- the run ---------------------------------------------------------------------------------
+def _check_out(out: Path, *names: str) -> None:
+    for name in names:
+        if (out / name).exists():
+            raise FileExistsError(f"{out / name} exists: pick a new --out folder (rows of two runs "
+                                  "must not mix)")
+
+
+def _open_source(inputs: str | Path | ImageSource | Sequence[Sample], labels: Sequence[str],
+                 limit: int | None, shuffle: int | None, split: str,
+                 ignore_labels: bool) -> ImageSource:
+    if isinstance(inputs, ImageSource):
+        return inputs
+    if isinstance(inputs, (str, Path)):
+        return open_inputs(inputs, labels, limit=limit, shuffle=shuffle, split=split,
+                           ignore_labels=ignore_labels)
+    samples = list(inputs)
+    return ImageSource("samples", "<in memory>", samples,
+                       labelled=bool(samples) and all(s[2] is not None for s in samples))
+
+
+def run_bundle(bundle: str | Path, inputs: str | Path | ImageSource | Sequence[Sample], *,
+               out: str | Path, backend: str | Any = "litert", threads: int | None = None,
+               policy: str = "router", thresholds: dict[str, float] | None = None, seed: int = 0,
+               warmup: int = 10, repeat: int = 3, limit: int | None = None,
+               shuffle: int | None = None, split: str = "test", ignore_labels: bool = False,
+               energy: str | EnergyMeter | None = "none", idle_seconds: float = 10.0,
+               level_energy: bool = True, progress: bool = True, plots: bool = True,
+               console: Any = None, fsync: bool = False) -> RunResult:
+    """Measure one bundle on this device and write the report into ``out`` (see the module doc).
+
+    Args:
+        bundle: the bundle folder.
+        inputs: an ``--input`` spec (path or ``camera[:N]``), an opened source, or samples.
+        out: report folder; must not hold a previous run.
+        backend: ``litert``, ``executorch``, ``torch`` (or a backend object).
+        threads: backend threads (None: ``os.cpu_count()``).
+        policy, thresholds, seed: dispatcher settings (``athe.runtime.dispatcher``).
+        warmup: warm-up images (0: none).
+        repeat: passes over the same images (at least 3 with a meter).
+        limit, shuffle, split, ignore_labels: see :func:`~athe.pi_runner.inputs.open_inputs`.
+        energy: an ``--energy`` spec (``none``, ``auto``, ``pmic``, ``csv:PATH``,
+            ``estimate:W``, …), a meter object, or None.
+        idle_seconds: idle baseline window (0: no baseline, gross energy only).
+        level_energy: with a meter, also measure each level in fixed-level passes.
+        progress: show a progress bar.
+        plots: write the PNGs.
+        console: a rich console to print to (default stdout).
+        fsync: fsync each row (survives power loss; slower on an SD card).
+
+    Raises:
+        FileExistsError: ``out`` holds a previous run.
+        BundleError, BackendError, DispatchError, InputError, EnergyMeterError, ValueError:
+            bad settings, before anything is measured.
+        ImageError: an input that cannot be decoded (rows so far are kept, summary incomplete).
+        KeyboardInterrupt: Ctrl-C (rows so far are kept, summary marked incomplete).
+    """
+    out = Path(out)
+    console = _console(console)
+    _check_out(out, PER_IMAGE_JSONL, LEVEL_PASSES_JSONL)
+    if not idle_seconds >= 0:
+        raise ValueError(f"--idle-seconds must be >= 0, got {idle_seconds}")
+    meter, meter_text = open_meter(energy)
+    check_energy_repeats(meter, repeat)
+    try:
+        loaded = load_bundle(bundle, backend, threads, policy, thresholds, seed)
+        dispatcher = loaded.dispatcher
+        source = _open_source(inputs, dispatcher.bundle.labels, limit, shuffle, split, ignore_labels)
+        if len(source) == 0:
+            raise ValueError(f"no images in {source.location}")
+        return _measure(dispatcher, loaded.info, source, out, meter, meter_text, warmup, repeat,
+                        idle_seconds, level_energy, progress, plots, console, fsync, energy)
+    finally:
+        if meter is not None:
+            meter.close()
+
+
+def _measure(dispatcher: Dispatcher, bundle_info: dict[str, Any], source: ImageSource, out: Path,
+             meter: EnergyMeter | None, meter_text: str, warmup: int, repeat: int,
+             idle_seconds: float, level_energy: bool, progress: bool, plots: bool, console: Any,
+             fsync: bool, energy_spec: Any) -> RunResult:
+    info = dispatcher.info()
+    samples = source.samples
+    labels = dispatcher.bundle.labels
+    main = dispatcher.policy.text
+    fixed = dispatcher.policy.level if dispatcher.policy.kind == "fixed" else None
+    side = ([f"fixed:{lv}" for lv in dispatcher.level_names if lv != fixed]
+            if meter is not None and level_energy else [])
+    settings = {
+        "backend": info["backend"], "backend_version": info.get("version"), "format": info["format"],
+        "threads": info.get("threads"), "cpu_affinity": info.get("cpu_affinity"),
+        "policy": main, "thresholds": info["thresholds"], "seed": info["seed"], "warmup": warmup,
+        "repeat": repeat, "energy": energy_spec if isinstance(energy_spec, str) else meter_text,
+        "idle_seconds": idle_seconds, "level_energy": bool(side),
+    }
+    environment = {**environment_info(), "bundle_manifest_sha256": bundle_info["manifest_sha256"],
+                   "backend": info["backend"], "backend_version": info.get("version"),
+                   "threads": info.get("threads"), "random_weights": bundle_info["random_weights"]}
+    console.print(f"bundle {bundle_info['path']} ({bundle_info['variant']}), levels "
+                  f"{', '.join(dispatcher.level_names)}, backend {info['backend']} "
+                  f"{info.get('version', '')}, {info.get('threads')} threads, policy {main}")
+    _say_weights(console, bundle_info["random_weights"])
+    console.print(f"inputs: {source.describe()}")
+    for note in source.notes:
+        console.print(f"  note: {note}")
+    console.print(f"energy: {meter_text}")
+    before = snapshot()
+    for line in governor_warnings(before):
+        console.print(f"[yellow]warning:[/] {line}")
+    state = _RunState(settings=settings, bundle=bundle_info, inputs=source.info(),
+                      environment=environment, level_names=list(dispatcher.level_names),
+                      main_name=main, images_per_repeat=len(samples), before=before,
+                      meter_text=meter_text, meter=meter)
+    passes = [main, *side]
+    state.pass_seconds = {name: [] for name in passes}
+    state.readings = {name: [] for name in passes} if meter is not None else {}
+    state.side_rows = {name: [] for name in side}
+    side_writer = JsonlWriter(out / LEVEL_PASSES_JSONL, fsync=fsync) if side else None
+    window_open = False
+    with RunRecorder(out, summarize=lambda rows: build_summary(rows, state, complete=False),
+                     fsync=fsync) as recorder:
+        try:
+            with progress_bar(console, progress, len(samples) * repeat * len(passes)) as bar:
+                bar.label("warm-up")
+                state.warmup_runs = warm_up(dispatcher, samples, warmup)
+                if meter is not None and meter.is_estimate:
+                    state.idle_note = ("no idle window: a constant-power estimate has no idle/active "
+                                       "difference (net energy is not reported)")
+                elif meter is not None and idle_seconds > 0:
+                    bar.label(f"idle {idle_seconds:g} s")
+                    state.idle = measure_idle(meter, idle_seconds)
+                elif meter is not None:
+                    state.idle_note = "--idle-seconds 0: no idle baseline, gross energy only"
+                for r in range(repeat):
+                    order = _rotated(passes, r)
+                    state.pass_order.append(order)
+                    for name in order:
+                        bar.label(f"repeat {r + 1}/{repeat} {name}")
+                        if meter is not None:
+                            meter.begin()
+                            window_open = True
+                        start = time.perf_counter()
+                        with forced_policy(dispatcher, name):
+                            for i, sample in enumerate(samples):
+                                p = predict_sample(dispatcher, sample)
+                                row = prediction_row(name, r, i, sample[0], p, labels)
+                                if name == main:
+                                    recorder.add_row(row)
+                                else:
+                                    assert side_writer is not None
+                                    side_writer.write(row)
+                                    state.side_rows[name].append(row)
+                                bar.advance()
+                        seconds = time.perf_counter() - start
+                        if meter is not None:
+                            window_open = False
+                            state.readings[name].append(meter.end())
+                        state.pass_seconds[name].append(seconds)
+        finally:
+            if window_open and meter is not None:
+                meter.end()  # close the window of an interrupted pass; its reading is dropped
+            if side_writer is not None:
+                side_writer.close()
+        state.guard = compare_snapshots(before, snapshot())
+        rows = recorder.read_rows()
+        summary = build_summary(rows, state, complete=True)
+        files = dict(recorder.finish(summary))
+    if side_writer is not None:
+        files["level_passes"] = out / LEVEL_PASSES_JSONL
+    for line in state.guard.warnings:
+        if line not in governor_warnings(before):  # those were printed at the start
+            console.print(f"[yellow]warning:[/] {line}")
+    report = latency_report(rows, state.level_names)
+    _, per_run = _energy_block(state, complete=True)
+    if plots:
+        files.update(_plots(out, rows, report, per_run, state))
+    _print_end(console, report, per_run, state, files)
+    written = to_jsonable({"rows": len(rows), **summary})
+    return RunResult(out_dir=out, summary=written, files=files)
+
+
+def _plots(out: Path, rows: Sequence[Mapping[str, Any]], report: dict[str, Any],
+           per_run: Mapping[str, PerImageEnergy], state: _RunState) -> dict[str, Path]:
+    where = (f"{state.bundle['variant']}, {state.settings['backend']}, "
+             f"{state.settings['threads']} threads")
+    by_level: dict[str, list[float]] = {}
+    for row in rows:
+        by_level.setdefault(row["level"], []).append(row["stages_ms"]["total"] / 1e3)
+    ordered = {lv: by_level[lv] for lv in state.level_names if lv in by_level}
+    if len(ordered) > 1:
+        ordered[OVERALL] = [r["stages_ms"]["total"] / 1e3 for r in rows]
+    files = {
+        "latency_cdf": plot_latency_cdf(ordered, out / LATENCY_CDF_PNG,
+                                        title=f"Latency CDF per level ({where})"),
+        "routed_fraction": plot_routed_fraction(
+            report["routed_fraction"], out / ROUTED_FRACTION_PNG,
+            title=f"Routed fraction per level, policy {state.main_name} ({len(rows)} images)"),
+    }
+    if per_run:
+        kind = "net" if all(e.net_j_per_image is not None for e in per_run.values()) else "gross"
+        files["energy"] = plot_energy_per_image(
+            per_run, out / ENERGY_PNG, kind=kind,
+            title=f"Energy per image, policy run and fixed-level passes\n({where})")
+    return files
+
+
+# -- compare ---------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """One bundle × policy in a comparison."""
+
+    name: str
+    bundle: str
+    policy: str
+    dispatcher: Dispatcher
+    info: dict[str, Any]
+    label_map: dict[int, int] | None = None
+
+    def sample(self, sample: Sample) -> Sample:
+        """The sample with its label index mapped onto this bundle's labels."""
+        name, image, label = sample
+        if label is None or self.label_map is None:
+            return sample
+        return name, image, self.label_map[label]
+
+
+def candidate_names(bundles: Sequence[str | Path], policies: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(name, bundle, policy)`` for every bundle × policy; names are short but unique.
+
+    Raises:
+        ValueError: nothing to compare, or the same bundle and policy twice.
+    """
+    if not bundles or not policies:
+        raise ValueError("compare needs at least one bundle and one policy")
+    short = [Path(b).name or str(b) for b in bundles]
+    labels = short if len(set(short)) == len(short) else [str(b) for b in bundles]
+    out = []
+    for b, label in zip(bundles, labels, strict=True):
+        for p in policies:
+            if len(bundles) == 1:
+                name = p
+            elif len(policies) == 1:
+                name = label
+            else:
+                name = f"{label} {p}"
+            out.append((name, str(b), p))
+    names = [n for n, _, _ in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"candidates given twice: {dupes}; each bundle × policy once")
+    if len(out) < 2:
+        raise ValueError("compare needs at least two candidates: give two bundles, or several "
+                         "--policies (e.g. --policies router,fixed:dense)")
+    return out
+
+
+def _label_map(first: Sequence[str], other: Sequence[str], name: str) -> dict[int, int]:
+    missing = [lb for lb in first if lb not in other]
+    if missing:
+        raise ValueError(f"candidate {name!r} lacks labels {missing[:10]} of the first bundle: "
+                         "accuracy cannot be compared; use --no-labels for latency only")
+    return {i: list(other).index(lb) for i, lb in enumerate(first)}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return None
+    return a / b
+
+
+def compare_ratios(reports: Mapping[str, dict[str, Any]],
+                   energy: Mapping[str, PerImageEnergy]) -> dict[str, dict[str, Any]]:
+    """Per candidate: mean/p50/p90 latency and J/image as ratios to the first, accuracy delta."""
+    names = list(reports)
+    base = reports[names[0]]
+    base_e = energy.get(names[0])
+    out = {}
+    for name in names:
+        rep = reports[name]
+        lat, blat = rep["latency_ms"][OVERALL], base["latency_ms"][OVERALL]
+        acc, bacc = rep["accuracy"], base["accuracy"]
+        e = energy.get(name)
+        use_net = (e is not None and base_e is not None and e.net_j_per_image is not None
+                   and base_e.net_j_per_image is not None)
+        j = (e.net_mean if use_net else e.gross_mean) if e is not None else None
+        bj = (base_e.net_mean if use_net else base_e.gross_mean) if base_e is not None else None
+        out[name] = {
+            "mean_ms": lat.mean_ms, "p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms,
+            "mean_ratio": _ratio(lat.mean_ms, blat.mean_ms),
+            "p50_ratio": _ratio(lat.p50_ms, blat.p50_ms),
+            "p90_ratio": _ratio(lat.p90_ms, blat.p90_ms),
+            "top1": acc["top1"] if acc else None,
+            "top1_delta": acc["top1"] - bacc["top1"] if acc and bacc else None,
+            "j_per_image": j, "j_kind": ("net" if use_net else "gross") if e is not None else None,
+            "j_ratio": _ratio(j, bj),
+            "is_estimate": e.is_estimate if e is not None else None,
+        }
+    return out
+
+
+def print_compare_table(ratios: Mapping[str, Mapping[str, Any]], console: Any, title: str) -> None:
+    """One row per candidate: latency, ratios to the first, accuracy delta, J/image."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ["candidate", "mean ms", "p50 ms", "× mean", "× p50", "top-1", "Δ top-1"]
+    metered = any(r["j_per_image"] is not None for r in ratios.values())
+    columns += ["J/img", "× J"] if metered else []
+    for column in columns:
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for name, r in ratios.items():
+        cells = [name, _fmt(r["mean_ms"], ".3f"), _fmt(r["p50_ms"], ".3f"),
+                 f"{_fmt(r['mean_ratio'], '.2f')}×", f"{_fmt(r['p50_ratio'], '.2f')}×",
+                 "–" if r["top1"] is None else f"{r['top1']:.1%}",
+                 "–" if r["top1_delta"] is None else f"{r['top1_delta'] * 100:+.1f} pp"]
+        if metered:
+            est = " est" if r["is_estimate"] else ""
+            cells += [f"{_fmt(r['j_per_image'])} {r['j_kind'] or ''}{est}",
+                      f"{_fmt(r['j_ratio'], '.2f')}×"]
+        table.add_row(*cells)
+    console.print(table)
+
+
+def compare_runs(bundles: Sequence[str | Path], inputs: str | Path | ImageSource | Sequence[Sample],
+                 *, out: str | Path, policies: Sequence[str] = ("router",),
+                 backend: str = "litert", threads: int | None = None,
+                 thresholds: dict[str, float] | None = None, seed: int = 0, warmup: int = 10,
+                 repeat: int = 3, limit: int | None = None, shuffle: int | None = None,
+                 split: str = "test", ignore_labels: bool = False,
+                 energy: str | EnergyMeter | None = "none", idle_seconds: float = 10.0,
+                 progress: bool = True, plots: bool = True, console: Any = None,
+                 fsync: bool = False) -> RunResult:
+    """Run every bundle × policy interleaved on the same images; report ratios to the first.
+
+    Latency rows come from passes where each image goes through every candidate in turn (the
+    order rotates per image); with a meter, energy comes from whole-pass windows afterwards,
+    one per candidate per repeat (order rotated per repeat), rows in ``energy_passes.jsonl``.
+    ``thresholds`` apply to the ``router`` candidates only.
+
+    Raises:
+        see :func:`run_bundle`; ValueError for fewer than two candidates or mismatched labels.
+    """
+    out = Path(out)
+    console = _console(console)
+    _check_out(out, PER_IMAGE_JSONL, ENERGY_PASSES_JSONL)
+    named = candidate_names(bundles, policies)
+    meter, meter_text = open_meter(energy)
+    check_energy_repeats(meter, repeat)
+    try:
+        candidates = []
+        for name, b, p in named:
+            loaded = load_bundle(b, backend, threads, p,
+                                 thresholds if p.strip().lower() == "router" else None, seed)
+            candidates.append(Candidate(name, b, p, loaded.dispatcher, loaded.info))
+        first_labels = candidates[0].dispatcher.bundle.labels
+        source = _open_source(inputs, first_labels, limit, shuffle, split, ignore_labels)
+        if len(source) == 0:
+            raise ValueError(f"no images in {source.location}")
+        if source.labelled:
+            for c in candidates[1:]:
+                c.label_map = _label_map(first_labels, c.dispatcher.bundle.labels, c.name)
+        return _compare(candidates, source, out, meter, meter_text, warmup, repeat, idle_seconds,
+                        progress, plots, console, fsync)
+    finally:
+        if meter is not None:
+            meter.close()
+
+
+def _compare(candidates: list[Candidate], source: ImageSource, out: Path,
+             meter: EnergyMeter | None, meter_text: str, warmup: int, repeat: int,
+             idle_seconds: float, progress: bool, plots: bool, console: Any,
+             fsync: bool) -> RunResult:
+    samples = source.samples
+    names = [c.name for c in candidates]
+    before = snapshot()
+    console.print(f"comparing {len(candidates)} candidates on {source.describe()}, "
+                  f"{repeat} repeat(s), interleaved per image; energy: {meter_text}")
+    for c in candidates:
+        info = c.dispatcher.info()
+        console.print(f"  {c.name}: {c.bundle} policy {c.policy}, {info['backend']} "
+                      f"{info.get('threads')} threads"
+                      + (" [bold white on red] RANDOM WEIGHTS [/]" if c.info["random_weights"] else ""))
+    for note in source.notes:
+        console.print(f"  note: {note}")
+    for line in governor_warnings(before):
+        console.print(f"[yellow]warning:[/] {line}")
+    state: dict[str, Any] = {"idle": None, "readings": {n: [] for n in names}, "guard": None}
+
+    def summarize(rows: Sequence[Mapping[str, Any]], complete: bool) -> dict[str, Any]:
+        reports = {c.name: latency_report([r for r in rows if r["run"] == c.name],
+                                          c.dispatcher.level_names) for c in candidates}
+        energies = {}
+        if meter is not None:
+            for n in names:
+                e = _energy_of(state["readings"][n], len(samples), state["idle"], complete)
+                if e is not None:
+                    energies[n] = e
+        ready = all(rep["count"] for rep in reports.values())
+        guard = state["guard"]
+        return {
+            "baseline": names[0],
+            "candidates": {c.name: {"bundle": c.info, "policy": c.policy,
+                                    "settings": c.dispatcher.info(), **reports[c.name],
+                                    "energy": energies.get(c.name)} for c in candidates},
+            "ratios": compare_ratios(reports, energies) if ready else None,
+            "inputs": source.info(), "repeat": repeat, "warmup": warmup,
+            "images_per_repeat": len(samples),
+            "expected_rows": len(samples) * repeat * len(candidates),
+            "energy": {"enabled": meter is not None, "message": meter_text,
+                       "idle": state["idle"], "readings": state["readings"] if meter else None,
+                       "method": "whole-pass windows per candidate per repeat, order rotated"},
+            "peak_rss_bytes": peak_rss_bytes(),
+            "system": ({"before": before, "warnings": governor_warnings(before)} if guard is None else
+                       {"before": guard.before, "after": guard.after, "throttled": guard.throttled,
+                        "throttle_reasons": guard.throttle_reasons, "warnings": guard.warnings}),
+            "environment": environment_info(),
+        }
+
+    energy_writer = JsonlWriter(out / ENERGY_PASSES_JSONL, fsync=fsync) if meter is not None else None
+    total = len(samples) * repeat * len(candidates) * (2 if meter is not None else 1)
+    window_open = False
+    with RunRecorder(out, summarize=lambda rows: summarize(rows, complete=False), fsync=fsync) as recorder:
+        try:
+            with progress_bar(console, progress, total) as bar:
+                bar.label("warm-up")
+                for c in candidates:
+                    warm_up(c.dispatcher, [c.sample(s) for s in samples], warmup)
+                for r in range(repeat):
+                    bar.label(f"repeat {r + 1}/{repeat} interleaved")
+                    for i, sample in enumerate(samples):
+                        for c in _rotated(candidates, i + r):
+                            p = predict_sample(c.dispatcher, c.sample(sample))
+                            recorder.add_row(prediction_row(c.name, r, i, sample[0], p,
+                                                            c.dispatcher.bundle.labels))
+                            bar.advance()
+                if meter is not None:
+                    assert energy_writer is not None
+                    if meter.is_estimate:
+                        pass  # a constant-power estimate has no idle/active difference
+                    elif idle_seconds > 0:
+                        bar.label(f"idle {idle_seconds:g} s")
+                        state["idle"] = measure_idle(meter, idle_seconds)
+                    for r in range(repeat):
+                        for c in _rotated(candidates, r):
+                            bar.label(f"energy repeat {r + 1}/{repeat} {c.name}")
+                            meter.begin()
+                            window_open = True
+                            for i, sample in enumerate(samples):
+                                p = predict_sample(c.dispatcher, c.sample(sample))
+                                energy_writer.write(prediction_row(c.name, r, i, sample[0], p,
+                                                                   c.dispatcher.bundle.labels))
+                                bar.advance()
+                            window_open = False
+                            state["readings"][c.name].append(meter.end())
+        finally:
+            if window_open and meter is not None:
+                meter.end()
+            if energy_writer is not None:
+                energy_writer.close()
+        state["guard"] = compare_snapshots(before, snapshot())
+        rows = recorder.read_rows()
+        summary = summarize(rows, complete=True)
+        files = dict(recorder.finish(summary))
+    if energy_writer is not None:
+        files["energy_passes"] = out / ENERGY_PASSES_JSONL
+    for line in state["guard"].warnings:
+        if line not in governor_warnings(before):  # those were printed at the start
+            console.print(f"[yellow]warning:[/] {line}")
+    reports = {c.name: latency_report([r for r in rows if r["run"] == c.name], c.dispatcher.level_names)
+               for c in candidates}
+    energies = {n: e for n in names
+                if (e := _energy_of(state["readings"][n], len(samples), state["idle"], True)) is not None}
+    ratios = compare_ratios(reports, energies)
+    if plots:
+        files["latency_cdf"] = plot_latency_cdf(
+            {n: [r["stages_ms"]["total"] / 1e3 for r in rows if r["run"] == n] for n in names},
+            out / LATENCY_CDF_PNG, title="Latency CDF per candidate (interleaved per image)")
+        if energies:
+            kind = "net" if all(e.net_j_per_image is not None for e in energies.values()) else "gross"
+            files["energy"] = plot_energy_per_image(energies, out / ENERGY_PNG, kind=kind,
+                                                    title="Energy per image per candidate")
+    print_compare_table(ratios, console, title=f"Compared with {names[0]!r} ({len(samples)} images × "
+                                               f"{repeat} repeats, interleaved per image)")
+    if energies:
+        print_energy_table(energies, console)
+    if state["guard"].throttled:
+        console.print(f"[bold red]THROTTLED during the run:[/] {'; '.join(state['guard'].throttle_reasons)}")
+    console.print(f"report: {', '.join(str(p) for p in files.values())}")
+    return RunResult(out_dir=out, summary=to_jsonable({"rows": len(rows), **summary}), files=files)
+
