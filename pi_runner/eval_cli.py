@@ -19,7 +19,8 @@ from athe.runtime.backends import BACKEND_FORMATS
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Bundle folder (manifest.json + artifacts).")
 @click.option("--data", required=True, type=click.Path(exists=True),
-              help="Labelled images: ImageFolder folder or .tar/.tar.gz archive (<root>/<class>/<image>).")
+              help="Labelled images: ImageFolder folder, .tar/.tar.gz ImageFolder archive "
+                   "(<root>/<class>/<image>) or CIFAR python folder (its test split).")
 @click.option("--backend", type=click.Choice(sorted(BACKEND_FORMATS)), default="litert", show_default=True,
               help="litert for on-device truth; torch (.pt2) for fast sweeps on a dev machine.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,

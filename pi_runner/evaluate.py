@@ -23,8 +23,9 @@ Example::
     >>> from athe.pi_runner.evaluate import run_eval
     >>> result = run_eval("bundles/athe-mini", "../shared/data/cifar10-train.tar.gz",
     ...                   backend="litert", threads=2, split_from="runs/athe-mini", out="eval/mini")
-    >>> [(v.name, v.met) for v in result.verdicts]
-    [('athe_vs_dense', False), ('athe_vs_static', True), ('athe_vs_random', True), ('athe_vs_oracle', False)]
+    >>> for v in result.verdicts:
+    ...     print(v.status, v.claim, v.text)        # MET / NOT MET / N/A, with the numbers
+    >>> result.row("athe").accuracy, result.row("athe").latency_mean_ms
 
 Or, on arrays you already have (e.g. in a test)::
 
@@ -564,7 +565,8 @@ def verdict_vs_random(athe: Row, cheapest: Row, richest: Row, random_row: Row | 
     line = [(cheapest.latency_mean_ms, cheapest.accuracy), (richest.latency_mean_ms, richest.accuracy)]
     acc, outside = interpolate(line, athe.latency_mean_ms)
     span = richest.latency_mean_ms - cheapest.latency_mean_ms
-    share = (richest.latency_mean_ms - athe.latency_mean_ms) / span if span else float("nan")
+    # share of the cheapest level in the mix (clamped like the line: outside it, an end is used)
+    share = min(1.0, max(0.0, (richest.latency_mean_ms - athe.latency_mean_ms) / span)) if span else float("nan")
     diff = athe.accuracy - acc
     numbers = {"athe_accuracy": athe.accuracy, "athe_latency_ms": athe.latency_mean_ms,
                "random_accuracy_at_latency": acc, "accuracy_diff_pt": diff, "outside_range": outside,
@@ -631,13 +633,13 @@ class EvalResult:
         raise KeyError(f"no verdict {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        front = [asdict(p) for p in self.sweep if p.pareto_latency]
+        front = sweep_for_csv(p for p in self.sweep if p.pareto_latency)
         return {"warnings": self.warnings, **self.info, "n_images": self.n_images,
                 "levels": list(self.level_names), "rows": [asdict(r) for r in self.rows],
                 "verdicts": [{**asdict(v), "status": v.status} for v in self.verdicts],
                 "router": self.router,
                 "sweep": {"points": len(self.sweep), "pareto_latency": front,
-                          "pareto_macs": [asdict(p) for p in self.sweep if p.pareto_macs]}}
+                          "pareto_macs": sweep_for_csv(p for p in self.sweep if p.pareto_macs)}}
 
 
 def evaluate(m: Measurements, costs: Costs, thresholds: Mapping[str, float] | None,
@@ -908,7 +910,9 @@ def rows_for_csv(rows: Iterable[Row]) -> list[dict[str, Any]]:
 
 
 def sweep_for_csv(sweep: Iterable[SweepPoint]) -> list[dict[str, Any]]:
-    return [asdict(p) for p in sweep]
+    """Sweep points as dicts; a threshold of +inf (level never taken) is written ``"inf"``."""
+    return [{**asdict(p), "thresholds": {k: v if math.isfinite(v) else "inf" for k, v in p.thresholds.items()}}
+            for p in sweep]
 
 
 def write_outputs(result: EvalResult, m: Measurements | None, out: Path) -> dict[str, Path]:

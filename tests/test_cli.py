@@ -16,7 +16,7 @@ def test_help_lists_subcommands_without_importing_torch():
             "r = CliRunner().invoke(cli, ['--help']); print(r.output); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for name in ("train", "convert", "run", "demo", "variants"):
+    for name in ("train", "convert", "run", "demo", "variants", "eval"):
         assert name in out
 
 
