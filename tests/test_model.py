@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 import timm
+import torch
 
 from athe.training.export_form import LevelExport
 from athe.training.model import (

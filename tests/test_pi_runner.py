@@ -411,6 +411,45 @@ def test_run_bundle_csv_meter(bundle: Path, image_folder: Path, tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_meter_failing_mid_run_marks_energy_invalid(bundle: Path, image_folder: Path,
+                                                    tmp_path: Path) -> None:
+    from athe.pi_runner.energy import EnergyMeter, EnergyReading
+    from athe.pi_runner.runner import run_bundle
+
+    class FlakyMeter(EnergyMeter):
+        """1 W exactly; the third window fails as a vanished sensor would."""
+
+        method = "fake"
+
+        def __init__(self) -> None:
+            self.windows, self.start = 0, 0.0
+
+        def begin(self) -> None:
+            self.start = time.monotonic()
+
+        def end(self) -> EnergyReading:
+            self.windows += 1
+            seconds = time.monotonic() - self.start
+            if self.windows == 3:
+                return EnergyReading.invalid("fake", "sensor vanished", seconds)
+            return EnergyReading(joules=seconds, seconds=seconds, mean_watts=1.0, samples=2,
+                                 method="fake")
+
+        def describe(self) -> str:
+            return "fake 1 W meter"
+
+    result = run_bundle(bundle, image_folder, out=tmp_path / "run", threads=1, warmup=1, repeat=3,
+                        energy=FlakyMeter(), idle_seconds=0.05, level_energy=False,
+                        progress=False, console=quiet())
+    e = result.summary["energy"]
+    run = e["per_run"]["router"]
+    assert e["valid"] is False and run["valid"] is False
+    assert "repeat 1: sensor vanished" in run["invalid_reason"]
+    assert run["gross_j_per_image"][1] is None and run["gross_mean"] is None  # NaN, never 0
+    assert run["gross_j_per_image"][0] > 0 and run["net_j_per_image"][0] == pytest.approx(0, abs=1e-9)
+
+
+@pytest.mark.slow
 def test_interrupt_keeps_rows_and_marks_summary_incomplete(bundle: Path, dataset: Path,
                                                            tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -523,6 +562,10 @@ def test_cli_errors_with_a_bundle(bundle: Path, image_folder: Path, tmp_path: Pa
     code, output = _run(str(bundle), "--input", str(image_folder), "--policy", "fixed:dens",
                         "--energy", "none", "--out", str(tmp_path / "b"))
     assert code == 1 and "Did you mean 'dense'" in output
+    code, output = _run(str(bundle), "--input", str(image_folder), "--policy", "oracle",
+                        "--energy", "none", "--out", str(tmp_path / "o"))
+    assert code == 1 and "oracle policy needs labelled images" in output
+    assert not (tmp_path / "o").exists()  # refused before anything was written
     code, output = _run(str(bundle), "--input", str(tmp_path / "nope"), "--energy", "none",
                         "--out", str(tmp_path / "c"))
     assert code == 1 and "input" in output and "not found" in output

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from athe.runtime import BackendError, Bundle, Dispatcher, Preprocessor, load_backend
 from athe.runtime.benchmark import main as benchmark_main
 from athe.runtime.benchmark import run_benchmark
@@ -28,7 +30,6 @@ from athe.runtime.manifest import (
     RouterSpec,
     artifact_for_file,
 )
-from PIL import Image
 
 ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-train.tar.gz"
 FORMATS = ("tflite", "pte", "pt2")
@@ -70,10 +71,10 @@ def tiny_bundle(tmp_path_factory) -> Path:
     torch = pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
     pytest.importorskip("executorch.exir")
-    from athe.training.export_form import LevelExport
-    from athe.training.model import build_model
     from torch import nn
 
+    from athe.training.export_form import LevelExport
+    from athe.training.model import build_model
     from athe.variants import get_variant, replace
 
     base = get_variant("athe-mini")

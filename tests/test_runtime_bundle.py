@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from athe.runtime.bundle import Bundle, BundleError
 from athe.runtime.manifest import (
     SCHEMA_VERSION,

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from athe.runtime import Bundle, BundleError, Dispatcher, DispatchError, ImageError, parse_policy
-from athe.runtime.dispatcher import STAGES, parse_thresholds
 from PIL import Image
 from test_runtime_bundle import LABELS, write_bundle
+
+from athe.runtime import Bundle, BundleError, Dispatcher, DispatchError, ImageError, parse_policy
+from athe.runtime.dispatcher import STAGES, parse_thresholds
 
 NAMES = ["simple", "complex", "dense"]
 

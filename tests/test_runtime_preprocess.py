@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from athe.runtime.manifest import InputSpec
 from athe.runtime.preprocess import (
     ImageError,
@@ -24,8 +26,6 @@ from athe.runtime.preprocess import (
     preprocess,
     resized_size,
 )
-from PIL import Image
-
 from athe.variants import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-train.tar.gz"
