@@ -180,7 +180,7 @@ def _hidden(parts: Sequence[str]) -> bool:
 
 
 # -- folders ---------------------------------------------------------------------------------
-def _load_files(root: Path, files: list[Path], max_preload_bytes: int,
+def _load_files(files: list[Path], max_preload_bytes: int,
                 notes: list[str]) -> list[ImageInput]:
     total = sum(f.stat().st_size for f in files)
     if total > max_preload_bytes:
@@ -211,13 +211,13 @@ def folder_source(root: Path, labels: Sequence[str], limit: int | None = None,
                          "in class folders")
     if top:
         chosen = [top[i] for i in select_order(len(top), limit, shuffle)]
-        images = _load_files(root, chosen, max_preload_bytes, notes)
+        images = _load_files(chosen, max_preload_bytes, notes)
         return ImageSource("folder", str(root), [(p.name, im, None) for p, im in zip(chosen, images, strict=True)],
                            labelled=False, notes=notes)
     class_names = tuple(sorted({p.relative_to(root).parts[0] for p in nested}))
     chosen = [nested[i] for i in select_order(len(nested), limit, shuffle)]
     names = [p.relative_to(root).as_posix() for p in chosen]
-    images = _load_files(root, chosen, max_preload_bytes, notes)
+    images = _load_files(chosen, max_preload_bytes, notes)
     if ignore_labels or not labels:
         if not labels and not ignore_labels:
             notes.append("the bundle has no label names: accuracy is not reported")

@@ -54,6 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from athe.pi_runner.energy import (
     EnergyMeter,
     EnergyReading,
@@ -439,7 +441,7 @@ def print_energy_table(energy: Mapping[str, PerImageEnergy], console: Any,
     from rich.table import Table
 
     methods = sorted({e.method for e in energy.values()})
-    title += f" [{', '.join(methods)}]"
+    title += f" ({', '.join(methods)})"
     if any(e.is_estimate for e in energy.values()):
         title += " MODEL ESTIMATE, not measured"
     table = Table(title=title)
@@ -448,9 +450,9 @@ def print_energy_table(energy: Mapping[str, PerImageEnergy], console: Any,
     for name, e in energy.items():
         net = (f"{_fmt(e.net_mean)} ± {_fmt(e.net_std, '.2g')}" if e.net_j_per_image is not None
                else "–")
-        table.add_row(name, f"{_fmt(e.gross_mean)} ± {_fmt(e.gross_std, '.2g')}", net,
+        table.add_row(escape(name), f"{_fmt(e.gross_mean)} ± {_fmt(e.gross_std, '.2g')}", net,
                       _fmt(e.idle_watts), str(len(e.gross_j_per_image)),
-                      "yes" if e.valid else f"NO: {e.invalid_reason}")
+                      "yes" if e.valid else escape(f"NO: {e.invalid_reason}"))
     console.print(table)
 
 
@@ -469,10 +471,13 @@ def _print_end(console: Any, report: dict[str, Any], per_run: dict[str, PerImage
     acc = report["accuracy"]
     if acc is not None:
         console.print(f"accuracy: {acc['top1']:.2%} top-1 over {acc['labelled']} labelled images")
+    peak = peak_rss_bytes()
+    console.print(f"model load {1e3 * state.bundle['load']['models_load_s']:.1f} ms, peak RSS "
+                  + (f"{peak / 2**20:.0f} MiB" if peak is not None else "unknown"))
     if state.guard is not None and state.guard.throttled:
-        console.print(f"[bold red]THROTTLED during the run:[/] {'; '.join(state.guard.throttle_reasons)}")
+        console.print(f"[bold red]THROTTLED during the run:[/] {escape('; '.join(state.guard.throttle_reasons))}")
     _say_weights(console, state.bundle["random_weights"])
-    console.print(f"report: {', '.join(str(p) for p in files.values())}")
+    console.print(f"report: {', '.join(str(p) for p in files.values())}", markup=False)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -494,6 +499,14 @@ def _open_source(inputs: str | Path | ImageSource | Sequence[Sample], labels: Se
     samples = list(inputs)
     return ImageSource("samples", "<in memory>", samples,
                        labelled=bool(samples) and all(s[2] is not None for s in samples))
+
+
+def _check_source(source: ImageSource, policy_kinds: Sequence[str]) -> None:
+    if len(source) == 0:
+        raise ValueError(f"no images in {source.location}")
+    if "oracle" in policy_kinds and not source.labelled:
+        raise ValueError(f"the oracle policy needs labelled images; {source.describe()} has none: "
+                         "give an ImageFolder, CIFAR or tar dataset")
 
 
 def run_bundle(bundle: str | Path, inputs: str | Path | ImageSource | Sequence[Sample], *,
@@ -543,8 +556,7 @@ def run_bundle(bundle: str | Path, inputs: str | Path | ImageSource | Sequence[S
         loaded = load_bundle(bundle, backend, threads, policy, thresholds, seed)
         dispatcher = loaded.dispatcher
         source = _open_source(inputs, dispatcher.bundle.labels, limit, shuffle, split, ignore_labels)
-        if len(source) == 0:
-            raise ValueError(f"no images in {source.location}")
+        _check_source(source, [dispatcher.policy.kind])
         return _measure(dispatcher, loaded.info, source, out, meter, meter_text, warmup, repeat,
                         idle_seconds, level_energy, progress, plots, console, fsync, energy)
     finally:
@@ -575,15 +587,21 @@ def _measure(dispatcher: Dispatcher, bundle_info: dict[str, Any], source: ImageS
                    "threads": info.get("threads"), "random_weights": bundle_info["random_weights"]}
     console.print(f"bundle {bundle_info['path']} ({bundle_info['variant']}), levels "
                   f"{', '.join(dispatcher.level_names)}, backend {info['backend']} "
-                  f"{info.get('version', '')}, {info.get('threads')} threads, policy {main}")
+                  f"{info.get('version', '')}, {info.get('threads')} threads, policy {main}", markup=False)
+    load = bundle_info["load"]
+    rss = load["rss_after_load_bytes"]
+    console.print(f"loaded in {1e3 * (load['bundle_verify_s'] + load['dispatcher_init_s']):.0f} ms "
+                  f"(sha256 verify {1e3 * load['bundle_verify_s']:.0f} ms, models "
+                  f"{1e3 * load['models_load_s']:.0f} ms), RSS "
+                  + (f"{rss / 2**20:.0f} MiB" if rss is not None else "unknown"))
     _say_weights(console, bundle_info["random_weights"])
-    console.print(f"inputs: {source.describe()}")
+    console.print(f"inputs: {source.describe()}", markup=False)
     for note in source.notes:
-        console.print(f"  note: {note}")
-    console.print(f"energy: {meter_text}")
+        console.print(f"  note: {note}", markup=False)
+    console.print(f"energy: {meter_text}", markup=False)
     before = snapshot()
     for line in governor_warnings(before):
-        console.print(f"[yellow]warning:[/] {line}")
+        console.print(f"[yellow]warning:[/] {escape(line)}")
     state = _RunState(settings=settings, bundle=bundle_info, inputs=source.info(),
                       environment=environment, level_names=list(dispatcher.level_names),
                       main_name=main, images_per_repeat=len(samples), before=before,
@@ -646,7 +664,7 @@ def _measure(dispatcher: Dispatcher, bundle_info: dict[str, Any], source: ImageS
         files["level_passes"] = out / LEVEL_PASSES_JSONL
     for line in state.guard.warnings:
         if line not in governor_warnings(before):  # those were printed at the start
-            console.print(f"[yellow]warning:[/] {line}")
+            console.print(f"[yellow]warning:[/] {escape(line)}")
     report = latency_report(rows, state.level_names)
     _, per_run = _energy_block(state, complete=True)
     if plots:
@@ -671,7 +689,7 @@ def _plots(out: Path, rows: Sequence[Mapping[str, Any]], report: dict[str, Any],
                                         title=f"Latency CDF per level ({where})"),
         "routed_fraction": plot_routed_fraction(
             report["routed_fraction"], out / ROUTED_FRACTION_PNG,
-            title=f"Routed fraction per level, policy {state.main_name} ({len(rows)} images)"),
+            title=f"Routed fraction per level\npolicy {state.main_name}, {len(rows)} images"),
     }
     if per_run:
         kind = "net" if all(e.net_j_per_image is not None for e in per_run.values()) else "gross"
@@ -786,7 +804,7 @@ def print_compare_table(ratios: Mapping[str, Mapping[str, Any]], console: Any, t
     for column in columns:
         table.add_column(column, justify="left" if column == "candidate" else "right")
     for name, r in ratios.items():
-        cells = [name, _fmt(r["mean_ms"], ".3f"), _fmt(r["p50_ms"], ".3f"),
+        cells = [escape(name), _fmt(r["mean_ms"], ".3f"), _fmt(r["p50_ms"], ".3f"),
                  f"{_fmt(r['mean_ratio'], '.2f')}×", f"{_fmt(r['p50_ratio'], '.2f')}×",
                  "–" if r["top1"] is None else f"{r['top1']:.1%}",
                  "–" if r["top1_delta"] is None else f"{r['top1_delta'] * 100:+.1f} pp"]
@@ -831,8 +849,7 @@ def compare_runs(bundles: Sequence[str | Path], inputs: str | Path | ImageSource
             candidates.append(Candidate(name, b, p, loaded.dispatcher, loaded.info))
         first_labels = candidates[0].dispatcher.bundle.labels
         source = _open_source(inputs, first_labels, limit, shuffle, split, ignore_labels)
-        if len(source) == 0:
-            raise ValueError(f"no images in {source.location}")
+        _check_source(source, [c.dispatcher.policy.kind for c in candidates])
         if source.labelled:
             for c in candidates[1:]:
                 c.label_map = _label_map(first_labels, c.dispatcher.bundle.labels, c.name)
@@ -851,16 +868,16 @@ def _compare(candidates: list[Candidate], source: ImageSource, out: Path,
     names = [c.name for c in candidates]
     before = snapshot()
     console.print(f"comparing {len(candidates)} candidates on {source.describe()}, "
-                  f"{repeat} repeat(s), interleaved per image; energy: {meter_text}")
+                  f"{repeat} repeat(s), interleaved per image; energy: {meter_text}", markup=False)
     for c in candidates:
         info = c.dispatcher.info()
-        console.print(f"  {c.name}: {c.bundle} policy {c.policy}, {info['backend']} "
+        console.print(f"  {escape(c.name)}: {escape(c.bundle)} policy {escape(c.policy)}, {info['backend']} "
                       f"{info.get('threads')} threads"
                       + (" [bold white on red] RANDOM WEIGHTS [/]" if c.info["random_weights"] else ""))
     for note in source.notes:
-        console.print(f"  note: {note}")
+        console.print(f"  note: {note}", markup=False)
     for line in governor_warnings(before):
-        console.print(f"[yellow]warning:[/] {line}")
+        console.print(f"[yellow]warning:[/] {escape(line)}")
     state: dict[str, Any] = {"idle": None, "readings": {n: [] for n in names}, "guard": None}
 
     def summarize(rows: Sequence[Mapping[str, Any]], complete: bool) -> dict[str, Any]:
@@ -942,7 +959,7 @@ def _compare(candidates: list[Candidate], source: ImageSource, out: Path,
         files["energy_passes"] = out / ENERGY_PASSES_JSONL
     for line in state["guard"].warnings:
         if line not in governor_warnings(before):  # those were printed at the start
-            console.print(f"[yellow]warning:[/] {line}")
+            console.print(f"[yellow]warning:[/] {escape(line)}")
     reports = {c.name: latency_report([r for r in rows if r["run"] == c.name], c.dispatcher.level_names)
                for c in candidates}
     energies = {n: e for n in names
@@ -961,7 +978,7 @@ def _compare(candidates: list[Candidate], source: ImageSource, out: Path,
     if energies:
         print_energy_table(energies, console)
     if state["guard"].throttled:
-        console.print(f"[bold red]THROTTLED during the run:[/] {'; '.join(state['guard'].throttle_reasons)}")
-    console.print(f"report: {', '.join(str(p) for p in files.values())}")
+        console.print(f"[bold red]THROTTLED during the run:[/] {escape('; '.join(state['guard'].throttle_reasons))}")
+    console.print(f"report: {', '.join(str(p) for p in files.values())}", markup=False)
     return RunResult(out_dir=out, summary=to_jsonable({"rows": len(rows), **summary}), files=files)
 
