@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from rich.console import Console
+
 from athe.pi_runner import report as rp
 from athe.pi_runner import stats as st
 from athe.pi_runner.energy import EnergyReading, PerImageEnergy
 from athe.pi_runner.system import compare_snapshots, snapshot
-from PIL import Image
-from rich.console import Console
 
 
 @pytest.fixture

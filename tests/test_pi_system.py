@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from athe.pi_runner import system as sy
 
 PI5_CPUINFO = """\

@@ -270,6 +270,7 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
     val_x = eval_tensor(images, pre, split["val"]) if len(split["val"]) else None
     val_y = torch.from_numpy(images.labels[split["val"]])
 
+    seed_everything(cfg.seed)  # the initial weights depend on the seed only
     init = cfg.init
     model = load_model(variant, init if init not in (None, "timm") else None,
                        timm_pretrained=(init == "timm" and state is None))
