@@ -157,7 +157,7 @@ def sample_inputs(variant: Variant, data: str | Path | None, n: int, seed: int,
     images = load_imageset(data)
     idx = np.sort(np.random.default_rng(seed).permutation(len(images))[: n * batch_size])
     x = eval_tensor(images, variant.preprocess, idx)
-    return list(x.split(batch_size)), images.labels[idx], "real"
+    return [t.contiguous() for t in x.split(batch_size)], images.labels[idx], "real"
 
 
 def _compare(model_fn: Callable[[np.ndarray], np.ndarray], reference: torch.nn.Module,

@@ -97,6 +97,9 @@ def to_pte(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], pa
     from executorch.exir import to_edge_transform_and_lower
 
     module = module.eval()
+    # The example's memory layout becomes the program's input dim order: a channels-last
+    # example (e.g. a permuted NHWC batch) makes a .pte that misreads contiguous NCHW input.
+    example_inputs = tuple(t.contiguous() for t in example_inputs)
     if quantize != "none":
         module = _quantize_pt2e(module, example_inputs, quantize, calibration)
     exported = torch.export.export(module, example_inputs)

@@ -29,6 +29,7 @@ def to_tflite(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
     import litert_torch
 
     module = module.eval()
+    example_inputs = tuple(t.contiguous() for t in example_inputs)  # NCHW, as the runtime feeds
     edge_model = litert_torch.convert(module, example_inputs)
     if quantize == "none":
         edge_model.export(str(path))

@@ -141,3 +141,18 @@ def test_clear_errors(tmp_path, tiny):
     existing.mkdir()
     with pytest.raises(ConvertError, match="--force"):
         bundle_mod._check_out(existing, force=False)
+
+
+def test_channels_last_example_still_gives_an_nchw_pte(tmp_path):
+    """Regression: a permuted (channels-last) example input made a .pte that misread NCHW input."""
+    from athe.convert.executorch import to_pte
+
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU()).eval()
+    nhwc = torch.randn(1, 8, 8, 3)
+    example = nhwc.permute(0, 3, 1, 2)  # what normalize_batch used to return: not contiguous
+    assert not example.is_contiguous()
+    path = to_pte(conv, (example,), tmp_path / "conv.pte")
+    got = load_backend("executorch", threads=1).load(path).run(example.contiguous().numpy())
+    with torch.no_grad():
+        assert np.abs(got - conv(example).numpy()).max() < 1e-5

@@ -50,7 +50,7 @@ def normalize_batch(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     x = batch.permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return ((x - mean) / std).contiguous()  # NCHW memory, whatever the source layout
 
 
 def augment_batch(batch: torch.Tensor, generator: torch.Generator, pad: int = 4,
