@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from athe.runtime.preprocess import to_rgb as _to_rgb  # one RGB rule for training and runtime
 
 _logger = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class ImageSet:
         if self.array is not None:
             return Image.fromarray(self.array[i])
         assert self.encoded is not None
-        return _to_rgb(Image.open(io.BytesIO(self.encoded[i])))
+        return _to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(self.encoded[i]))))
 
     def subset(self, indices: np.ndarray) -> ImageSet:
         idx = np.asarray(indices, dtype=np.int64)
@@ -78,24 +80,11 @@ class ImageSet:
         )
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        return Image.alpha_composite(bg, img).convert("RGB")
-    if img.mode.startswith("I;16") or img.mode == "I":
-        arr = np.asarray(img, dtype=np.float64)
-        return Image.fromarray((arr / 257.0).clip(0, 255).astype(np.uint8)).convert("RGB")
-    return img.convert("RGB")
-
-
 def _decode(name: str, data: bytes) -> tuple[Image.Image | None, str | None]:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-        return _to_rgb(img), None
+        return _to_rgb(ImageOps.exif_transpose(img)), None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
 
