@@ -25,15 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from athe.convert.executorch import LAST_DELEGATION, to_pte
-from athe.convert.litert import to_tflite
+from athe.convert.bundle import BACKEND_FOR_FORMAT as BACKENDS
+from athe.convert.bundle import CONVERTERS
+from athe.convert.executorch import LAST_DELEGATION
 from athe.runtime.backends import load_backend
 from athe.training.export_form import LevelExport
 from athe.training.model import build_model
 from athe.variants import Level, get_variant
-
-BACKENDS = {"tflite": "litert", "pte": "executorch"}
-CONVERTERS = {"tflite": to_tflite, "pte": to_pte}
 
 
 class NaiveLevel(torch.nn.Module):

@@ -35,7 +35,7 @@ import torch
 from athe import __version__
 from athe.convert.executorch import LAST_DELEGATION, to_pte
 from athe.convert.litert import to_tflite
-from athe.runtime.backends import load_backend
+from athe.runtime.backends import BACKEND_FORMATS, load_backend
 from athe.runtime.manifest import (
     SCHEMA_VERSION,
     InputSpec,
@@ -59,8 +59,8 @@ STATIC_INT8_MAX_DROP = 2.0
 
 #: One converter per format, same signature: (module, example_inputs, path, quantize, calibration).
 CONVERTERS: dict[str, Callable[..., Path]] = {"tflite": to_tflite, "pte": to_pte}
-#: The runtime backend that serves each format (used for parity).
-BACKEND_FOR_FORMAT = {"tflite": "litert", "pte": "executorch"}
+#: The runtime backend that serves each format (used for parity), from the runtime's own table.
+BACKEND_FOR_FORMAT = {fmt: backend for backend, fmt in BACKEND_FORMATS.items()}
 
 
 class ConvertError(RuntimeError):
