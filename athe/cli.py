@@ -16,7 +16,7 @@ from athe import __version__
 #: subcommand -> ("module:attribute", one-line help shown by ``athe --help``)
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "variants": ("athe.commands:variants", "List the registered variants and their levels."),
-    "demo": ("athe.commands:demo", "Run the main job on the embedded default variant."),
+    "demo": ("athe.commands:demo", "Run the demo on sample photos; 'athe demo serve' serves the phone demo."),
     "train": ("athe.training.cli:train", "Train a backbone or a router (needs athe[train])."),
     "convert": ("athe.convert.cli:convert", "Export every level to .tflite/.pte as a bundle."),
     "run": ("athe.pi_runner.cli:run", "Measure a bundle on this device (latency, energy)."),

@@ -129,3 +129,40 @@ def demo(ctx: click.Context, bundle_dir: str, threads: int) -> None:
     click.echo("\n" + result.format())
     click.echo("\nNot in the demo: energy (see 'athe run --energy'), the phone demo ('athe demo serve' "
                "is not built yet), eval tables ('athe eval').")
+
+
+@demo.command("serve")
+@click.option("--bundle", "bundle_dir", type=click.Path(), required=True,
+              help="A converted bundle folder with .tflite files (athe convert --format tflite).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 to reach it from a phone on the LAN (use --https then).")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--https", "https", nargs=2, type=click.Path(), default=None, metavar="CERT KEY",
+              help="Serve HTTPS with this PEM certificate and key (a phone needs it for a LAN address).")
+@click.option("--web-dir", type=click.Path(), default=None, help="The app folder (default: android_demo/web).")
+@click.option("--quiet", is_flag=True, help="Do not log requests.")
+def serve(bundle_dir: str, host: str, port: int, https: tuple[str, str] | None, web_dir: str | None,
+          quiet: bool) -> None:
+    """Serve the phone demo (an installable web app running the bundle with LiteRT.js)."""
+    from athe.demo_web import DemoServer, DemoServerError
+
+    if not 0 <= port <= 65535:
+        raise click.BadParameter(f"{port} is not a TCP port; use 1-65535 (0 = any free port)", param_hint="--port")
+    cert, key = https if https else (None, None)
+    try:
+        server = DemoServer(bundle_dir, host=host, port=port, certfile=cert, keyfile=key, web_dir=web_dir,
+                            quiet=quiet)
+    except DemoServerError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Serving the ATHE demo with {bundle_dir} at {server.url}")
+    if host not in ("127.0.0.1", "localhost") and not server.https:
+        click.echo("  note: a phone opening a LAN address over plain HTTP gets no service worker, no install "
+                   "and no camera; pass --https CERT KEY, or use 'adb reverse tcp:%d tcp:%d' and open "
+                   "http://localhost:%d/ on the phone" % (server.port, server.port, server.port))
+    click.echo("  Ctrl-C stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.httpd.server_close()
