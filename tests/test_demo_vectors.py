@@ -47,7 +47,8 @@ def test_vectors_were_made_with_this_pillow(committed):
     )
 
 
-@pytest.mark.parametrize("section", ["choose_level", "preprocess", "preprocess_errors", "softmax_top1",
+@pytest.mark.parametrize("section", ["choose_level", "preprocess", "preprocess_errors", "rgba_to_rgb",
+                                     "exif_orientation", "softmax_top1",
                                      "manifests"])
 def test_committed_vectors_equal_the_python_runtime(committed, regenerated, section):
     want = {case["name"]: case for case in regenerated[section]}

@@ -22,6 +22,13 @@ Sections of ``vectors.json``:
     the flat float32 tensor in ``spec.layout`` order (NCHW: channel, row, column).
 ``preprocess_errors``
     ``{name, spec, error_contains}``: specs the Python ``Preprocessor`` refuses.
+``rgba_to_rgb``
+    ``{name, width, height, rgba, expected_rgb}``: how a decoded image with alpha becomes RGB
+    (composited on opaque black with Pillow's rounding), before preprocessing.
+``exif_orientation``
+    ``{name, orientation, width, height, rgb, expected_width, expected_height, expected_rgb}``:
+    the EXIF orientation tag (1-8) applied as the runtime's decoder does
+    (``ImageOps.exif_transpose``).
 ``softmax_top1``
     ``{name, logits, label, probability}`` as the dispatcher computes them.
 ``manifests``
@@ -38,6 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import io
 import json
 import sys
 import tempfile
@@ -58,7 +66,7 @@ from athe.runtime.manifest import (
     RouterSpec,
     choose_level,
 )
-from athe.runtime.preprocess import Preprocessor, resized_size
+from athe.runtime.preprocess import Preprocessor, decode, resized_size, to_rgb
 
 VECTORS_PATH = Path(__file__).resolve().parent / "vectors.json"
 FORMAT_VERSION = 1
@@ -206,6 +214,42 @@ def preprocess_error_vectors() -> list[dict[str, Any]]:
         if contains not in message:
             raise AssertionError(f"{contains!r} not in {message!r}")
         out.append({"name": name, "spec": spec, "error": message, "error_contains": contains})
+    return out
+
+
+def rgba_vectors() -> list[dict[str, Any]]:
+    """RGBA -> RGB as the runtime decodes it (composited on opaque black, Pillow's rounding)."""
+    rng = np.random.default_rng(40)
+    alpha_ramp = np.stack([rng.integers(0, 256, 16, dtype=np.uint8) for _ in range(3)]
+                          + [np.arange(0, 256, 17, dtype=np.uint8)], axis=-1).reshape(4, 4, 4)
+    cases = [
+        ("every alpha from 0 to 255 in steps of 17", alpha_ramp),
+        ("random colours and alphas", rng.integers(0, 256, (3, 5, 4), dtype=np.uint8)),
+        ("white at alpha 1, 127, 128, 254", np.array([[[255, 255, 255, a] for a in (1, 127, 128, 254)]],
+                                                      dtype=np.uint8)),
+    ]
+    out = []
+    for name, arr in cases:
+        rgb = np.asarray(to_rgb(Image.fromarray(arr, mode="RGBA")))
+        out.append({"name": name, "width": arr.shape[1], "height": arr.shape[0],
+                    "rgba": arr.reshape(-1).tolist(), "expected_rgb": rgb.reshape(-1).tolist()})
+    return out
+
+
+def exif_vectors() -> list[dict[str, Any]]:
+    """Every EXIF orientation, applied by the runtime's decoder to a PNG carrying the tag."""
+    arr = _noise(50, 4, 3)
+    out = []
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buf = io.BytesIO()
+        Image.fromarray(arr, mode="RGB").save(buf, "PNG", exif=exif)
+        upright = np.asarray(decode(buf.getvalue()))
+        out.append({"name": f"orientation {orientation}", "orientation": orientation,
+                    "width": arr.shape[1], "height": arr.shape[0], "rgb": arr.reshape(-1).tolist(),
+                    "expected_width": upright.shape[1], "expected_height": upright.shape[0],
+                    "expected_rgb": upright.reshape(-1).tolist()})
     return out
 
 
@@ -415,6 +459,8 @@ def build_vectors() -> dict[str, Any]:
         "choose_level": choose_level_vectors(),
         "preprocess": preprocess_vectors(),
         "preprocess_errors": preprocess_error_vectors(),
+        "rgba_to_rgb": rgba_vectors(),
+        "exif_orientation": exif_vectors(),
         "softmax_top1": softmax_vectors(),
         "manifests": manifest_vectors(),
     }
