@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo demo-web web-deps system-deps test test-java lint bench clean
 
 $(BIN)/athe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,33 @@ install: $(BIN)/athe
 demo: install
 	$(BIN)/athe demo
 
-test: install
+# The phone demo: LiteRT.js from npm, then serve the PWA with the demo bundle (tflite only).
+WEB := android_demo/web
+DEMO_BUNDLE ?= bundles/athe-mini-demo
+HOST ?= 127.0.0.1
+PORT ?= 8765
+
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --no-audit --no-fund --prefix $(WEB)
+
+web-deps: $(WEB)/node_modules/.package-lock.json
+
+$(DEMO_BUNDLE)/manifest.json: | install
+	$(BIN)/athe convert --variant athe-mini --format tflite --out $(DEMO_BUNDLE) --force
+
+demo-web: install web-deps $(DEMO_BUNDLE)/manifest.json
+	$(BIN)/athe demo serve --bundle $(DEMO_BUNDLE) --host $(HOST) --port $(PORT)
+
+# Debian packages the browser test and the Java tests need (root or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v chromium >/dev/null && command -v node >/dev/null && command -v mvn >/dev/null || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium nodejs npm maven; }
+
+test-java:
+	bash android_demo/core/run-tests.sh
+
+test: install web-deps
 	$(BIN)/pytest -q
 
 lint: install

@@ -77,6 +77,7 @@ class ConvertOptions:
     quantize: str = "none"
     data: str | Path | None = None  # images for parity (and calibration for int8-static)
     parity_samples: int = 8
+    calibration_samples: int = 64  # int8-static: images for calibration, disjoint from the parity ones
     batch_size: int = 1
     seed: int = 0
     force: bool = False
@@ -144,20 +145,32 @@ def _numbered(variant: Variant) -> list[str]:
     return [f"class_{i}" for i in range(variant.backbone.num_classes)]
 
 
-def sample_inputs(variant: Variant, data: str | Path | None, n: int, seed: int,
-                  batch_size: int = 1) -> tuple[list[torch.Tensor], np.ndarray | None, str]:
-    """``n`` preprocessed input batches: real images from ``data`` when given, else seeded random."""
+def sample_inputs(variant: Variant, data: str | Path | None, n: int, seed: int, batch_size: int = 1,
+                  extra: int = 0) -> tuple[list[torch.Tensor], np.ndarray | None, str, list[torch.Tensor]]:
+    """``n`` preprocessed input batches: real images from ``data`` when given, else seeded random.
+
+    ``extra`` more batches come back separately (int8-static calibration), drawn from images
+    disjoint from the first ``n`` so the accuracy check never sees its own calibration images.
+    """
     size = variant.backbone.img_size
     if data is None:
         gen = torch.Generator().manual_seed(seed)
-        return [torch.randn(batch_size, 3, size, size, generator=gen) for _ in range(n)], None, "random"
+        xs = [torch.randn(batch_size, 3, size, size, generator=gen) for _ in range(n + extra)]
+        return xs[:n], None, "random", xs[n:]
     from athe.training.data import load_imageset
     from athe.training.transforms import eval_tensor
 
     images = load_imageset(data)
-    idx = np.sort(np.random.default_rng(seed).permutation(len(images))[: n * batch_size])
+    need = (n + extra) * batch_size
+    if need > len(images):
+        raise ConvertError(f"{data}: {len(images)} images, but --parity-samples {n} + calibration {extra} "
+                           f"batches of {batch_size} need {need}; lower them or give more images")
+    perm = np.random.default_rng(seed).permutation(len(images))
+    idx, cal_idx = np.sort(perm[: n * batch_size]), np.sort(perm[n * batch_size: need])
     x = eval_tensor(images, variant.preprocess, idx)
-    return [t.contiguous() for t in x.split(batch_size)], images.labels[idx], "real"
+    cal = eval_tensor(images, variant.preprocess, cal_idx).split(batch_size) if extra else []
+    return ([t.contiguous() for t in x.split(batch_size)], images.labels[idx], "real",
+            [t.contiguous() for t in cal])
 
 
 def _compare(model_fn: Callable[[np.ndarray], np.ndarray], reference: torch.nn.Module,
@@ -259,8 +272,10 @@ def convert_bundle(opts: ConvertOptions) -> Path:
         raise ConvertError("--quantize int8-static needs real calibration data: pass --calibration-data PATH")
     _check_out(out, opts.force)
     weights = resolve_weights(variant, opts.checkpoint, opts.random_weights, opts.seed)
-    inputs, labels, kind = sample_inputs(variant, opts.data, opts.parity_samples, opts.seed, opts.batch_size)
-    calibration = [(x,) for x in inputs] if opts.quantize == "int8-static" else None
+    static = opts.quantize == "int8-static"
+    inputs, labels, kind, cal = sample_inputs(variant, opts.data, opts.parity_samples, opts.seed, opts.batch_size,
+                                              extra=opts.calibration_samples if static else 0)
+    calibration = [(x,) for x in cal] if static else None
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -270,8 +285,10 @@ def convert_bundle(opts: ConvertOptions) -> Path:
             files, outs = {}, {}
             for fmt in opts.formats:
                 files[fmt], outs[fmt] = convert_artifact(lv.name, form, fmt, tmp, opts, inputs, calibration, variant)
-            if opts.quantize == "int8-static" and labels is not None:
-                _check_static_drop(form, inputs, outs, labels, variant, lv.name)
+            if labels is not None:
+                _record_accuracy(form, inputs, outs, files, labels)
+            if static and labels is not None:
+                _check_static_drop(files, variant, lv.name)
             if opts.write_reference:
                 torch.export.save(torch.export.export(form, (inputs[0],)), str(tmp / f"{lv.name}.pt2"))
                 files["pt2"] = artifact_for_file(tmp, f"{lv.name}.pt2", precision="fp32")
@@ -315,19 +332,26 @@ def convert_bundle(opts: ConvertOptions) -> Path:
     return out
 
 
-def _check_static_drop(form: torch.nn.Module, inputs: list[torch.Tensor], outs: dict[str, list[np.ndarray]],
-                       labels: np.ndarray, variant: Variant, level: str) -> None:
-    """Refuse int8-static artifacts that lose more than ``STATIC_INT8_MAX_DROP`` points vs fp32."""
+def _record_accuracy(form: torch.nn.Module, inputs: list[torch.Tensor], outs: dict[str, list[np.ndarray]],
+                     files: dict[str, Any], labels: np.ndarray) -> None:
+    """Top-1 on the labelled parity images, of the PyTorch fp32 form and of each artifact."""
     with torch.no_grad():
         fp_pred = np.concatenate([form(x).numpy().argmax(-1) for x in inputs])
     fp = 100.0 * float((fp_pred == labels[: len(fp_pred)]).mean())
     for fmt, got in outs.items():
         pred = np.concatenate([o.argmax(-1) for o in got])
-        acc_q = 100.0 * float((pred == labels[: len(pred)]).mean())
+        files[fmt].parity["top1_fp32_pytorch"] = round(fp, 2)
+        files[fmt].parity["top1_artifact"] = round(100.0 * float((pred == labels[: len(pred)]).mean()), 2)
+
+
+def _check_static_drop(files: dict[str, Any], variant: Variant, level: str) -> None:
+    """Refuse int8-static artifacts that lose more than ``STATIC_INT8_MAX_DROP`` points vs fp32."""
+    for fmt, art in files.items():
+        fp, acc_q, n = art.parity["top1_fp32_pytorch"], art.parity["top1_artifact"], art.parity["samples"]
         if fp - acc_q > STATIC_INT8_MAX_DROP:
             raise ConvertError(
                 f"{variant.name}: int8-static {level}.{fmt} loses {fp - acc_q:.1f} top-1 points vs fp32 "
-                f"({acc_q:.1f} vs {fp:.1f} % on {len(pred)} calibration images; limit "
+                f"({acc_q:.1f} vs {fp:.1f} % on {n} held-out images; limit "
                 f"{STATIC_INT8_MAX_DROP}); use --quantize int8-dynamic"
             )
 

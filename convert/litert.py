@@ -53,7 +53,18 @@ def _quantize_tflite(float_path: Path, path: Path, quantize: str,
     elif quantize == "int8-static":
         if not calibration:
             raise ValueError("int8-static needs calibration data: pass --calibration-data PATH")
-        qt = quantizer.Quantizer(str(float_path), recipe.static_wi8_ai8())
+        from ai_edge_quantizer import recipe_manager
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+        from ai_edge_quantizer.qtyping import TFLOperationName
+
+        # int8 inside, float32 at the boundary: the runtimes (and the phone demo) feed float32
+        manager = recipe_manager.RecipeManager()
+        manager.add_static_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED,
+                                  activation_num_bits=8, weight_num_bits=8)
+        for boundary in (TFLOperationName.INPUT, TFLOperationName.OUTPUT):
+            manager.add_quantization_config(regex=".*", operation_name=boundary,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
+        qt = quantizer.Quantizer(str(float_path), manager.get_quantization_recipe())
         from ai_edge_litert.interpreter import Interpreter
 
         interp = Interpreter(str(float_path))

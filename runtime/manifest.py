@@ -64,8 +64,9 @@ class Artifact:
         bytes: file size.
         precision: ``fp32`` / ``int8-dynamic`` / ``int8-static``.
         parity: ``{"max_abs_diff", "top1_agreement", "samples", "inputs"}`` vs the PyTorch
-            export form (``inputs`` is ``"real"`` or ``"random"``); for int8 also the
-            agreement with fp32.
+            export form (``inputs`` is ``"real"`` or ``"random"``); for int8 this is the
+            agreement with fp32. With labelled images also ``top1_fp32_pytorch`` and
+            ``top1_artifact`` (%, on those ``samples`` images).
         delegation: for ``.pte``: ``{"delegated_ops", "non_delegated_ops": [...], "delegate_calls"}``.
     """
 
