@@ -185,7 +185,8 @@ def preprocess_vectors() -> list[dict[str, Any]]:
         pre = Preprocessor(input_spec)
         img = Image.fromarray(arr, mode="RGB")
         size = resized_size(img.width, img.height, input_spec.resize_size)
-        resized = img if size == img.size else img.resize(size, pre._resample)
+        resample = Image.Resampling[spec["interpolation"].upper()]
+        resized = img if size == img.size else img.resize(size, resample)
         x = pre.preprocess(img)
         out.append({
             "name": name, "spec": spec, "width": img.width, "height": img.height,
