@@ -8,9 +8,13 @@ For every level of each variant (random weights are fine for latency) it convert
 * ``ours int8``: dynamic-range int8 of the export form (``--int8``);
 
 then times batch-1 inference through the runtime backends with 1 and 2 threads in one process
-(median of ``--repeat`` runs after warm-up) and prints ratios. Raw samples go to ``--json``.
+(median of ``--repeat`` runs after warm-up, the kinds of one level interleaved run by run) and
+prints ratios. Raw samples go to ``--json``. Conversion is slow and timing wants a quiet machine,
+so the two can be split::
 
     python -m athe.convert.benchmark --variants athe-mini --threads 1,2 --json bench.json
+    python -m athe.convert.benchmark --variants athe-simple --workdir /tmp/b --convert-only
+    python -m athe.convert.benchmark --variants athe-simple --workdir /tmp/b --reuse --json bench.json
 """
 
 from __future__ import annotations
@@ -47,43 +51,75 @@ class NaiveLevel(torch.nn.Module):
         return self.model.forward_level(x, self.level)
 
 
-def time_model(path: Path, fmt: str, threads: int, x: np.ndarray, warmup: int, repeat: int) -> list[float]:
-    model = load_backend(BACKENDS[fmt], threads=threads).load(path)
-    for _ in range(warmup):
-        model.run(x)
-    samples = []
+def time_group(paths: dict[str, Path], fmt: str, threads: int, x: np.ndarray, warmup: int,
+               repeat: int) -> dict[str, list[float]]:
+    """Batch-1 latency samples (ms) of several artifacts, interleaved run by run.
+
+    Every model is loaded first; then each round runs each model once, so a slow spell of the
+    machine hits all of them alike and the ratios stay fair.
+    """
+    models = {kind: load_backend(BACKENDS[fmt], threads=threads).load(p) for kind, p in paths.items()}
+    for model in models.values():
+        for _ in range(warmup):
+            model.run(x)
+    samples: dict[str, list[float]] = {kind: [] for kind in models}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        model.run(x)
-        samples.append((time.perf_counter() - t0) * 1e3)
+        for kind, model in models.items():
+            t0 = time.perf_counter()
+            model.run(x)
+            samples[kind].append((time.perf_counter() - t0) * 1e3)
     return samples
 
 
+def convert_all(v, model: torch.nn.Module, x: torch.Tensor, formats: list[str], int8: bool, workdir: Path,
+                reuse: bool) -> dict[tuple[str, str, str], dict]:
+    """Convert ours / naive / ours-int8 of every level; ``reuse`` keeps artifacts already in ``workdir``."""
+    out = {}
+    for lv in v.levels:
+        kinds = {"ours": (LevelExport(model, lv), "none"), "naive": (NaiveLevel(model, lv), "none")}
+        if int8:
+            kinds["ours-int8"] = (LevelExport(model, lv), "int8-dynamic")
+        for fmt in formats:
+            for kind, (module, quant) in kinds.items():
+                path = workdir / f"{v.name}-{lv.name}-{kind}.{fmt}"
+                info_path = path.with_name(path.name + ".json")
+                if reuse and path.exists() and info_path.exists():
+                    out[(lv.name, fmt, kind)] = json.loads(info_path.read_text())
+                    continue
+                t0 = time.time()
+                CONVERTERS[fmt](module, (x,), path, quantize=quant)
+                delegation = dict(LAST_DELEGATION) if fmt == "pte" else None
+                info = {"path": str(path), "bytes": path.stat().st_size, "convert_s": round(time.time() - t0, 1),
+                        "delegate_calls": delegation and delegation["delegate_calls"]}
+                info_path.write_text(json.dumps(info))
+                out[(lv.name, fmt, kind)] = info
+                print(f"converted {path.name} in {info['convert_s']} s", flush=True)
+    return out
+
+
 def benchmark(variants: list[str], threads: list[int], formats: list[str], int8: bool,
-              warmup: int, repeat: int, workdir: Path) -> list[dict]:
+              warmup: int, repeat: int, workdir: Path, reuse: bool = False, convert_only: bool = False) -> list[dict]:
     rows = []
     for name in variants:
         v = get_variant(name)
         torch.manual_seed(0)
         model = build_model(v).eval()
         x = torch.randn(1, 3, v.backbone.img_size, v.backbone.img_size)
+        arts = convert_all(v, model, x, formats, int8, workdir, reuse)
+        if convert_only:
+            continue
         for lv in v.levels:
-            kinds = {"ours": (LevelExport(model, lv), "none"), "naive": (NaiveLevel(model, lv), "none")}
-            if int8:
-                kinds["ours-int8"] = (LevelExport(model, lv), "int8-dynamic")
             for fmt in formats:
-                for kind, (module, quant) in kinds.items():
-                    path = workdir / f"{name}-{lv.name}-{kind}.{fmt}"
-                    t0 = time.time()
-                    CONVERTERS[fmt](module, (x,), path, quantize=quant)
-                    delegation = dict(LAST_DELEGATION) if fmt == "pte" else None
-                    for th in threads:
-                        samples = time_model(path, fmt, th, x.numpy(), warmup, repeat)
+                kinds = [k for (level, f, k) in arts if level == lv.name and f == fmt]
+                for th in threads:
+                    group = time_group({k: Path(arts[(lv.name, fmt, k)]["path"]) for k in kinds}, fmt, th,
+                                       x.numpy(), warmup, repeat)
+                    for kind, samples in group.items():
+                        info = arts[(lv.name, fmt, kind)]
                         rows.append({"variant": name, "level": lv.name, "format": fmt, "kind": kind,
                                      "threads": th, "median_ms": statistics.median(samples),
-                                     "samples_ms": samples, "bytes": path.stat().st_size,
-                                     "convert_s": round(time.time() - t0, 1),
-                                     "delegate_calls": delegation and delegation["delegate_calls"]})
+                                     "samples_ms": samples, "bytes": info["bytes"],
+                                     "convert_s": info["convert_s"], "delegate_calls": info["delegate_calls"]})
                         print(f"{name:12s} {lv.name:8s} {fmt:6s} {kind:9s} {th}T "
                               f"{rows[-1]['median_ms']:8.2f} ms", flush=True)
     return rows
@@ -112,10 +148,22 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="Keep the converted artifacts here (default: a temporary folder).")
+    ap.add_argument("--reuse", action="store_true", help="Time artifacts already in --workdir, convert the rest.")
+    ap.add_argument("--convert-only", action="store_true",
+                    help="Convert into --workdir and stop (time later, on a quiet machine, with --reuse).")
     args = ap.parse_args()
+    if (args.reuse or args.convert_only) and args.workdir is None:
+        ap.error("--reuse and --convert-only need --workdir DIR")
     with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         rows = benchmark(args.variants.split(","), [int(t) for t in args.threads.split(",")],
-                         args.formats.split(","), not args.no_int8, args.warmup, args.repeat, Path(tmp))
+                         args.formats.split(","), not args.no_int8, args.warmup, args.repeat, workdir,
+                         reuse=args.reuse, convert_only=args.convert_only)
+    if args.convert_only:
+        return
     print("\n".join(ratios(rows)))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -103,7 +103,7 @@ def e2e(demo_bundle, tmp_path_factory):
         "server": [sys.executable, "-m", "athe", "demo", "serve", "--bundle", str(demo_bundle), "--port", "0", "--quiet"],
         "chromium": CHROMIUM, "out": str(out), "samples": [p.name for p in photos],
         "tensors": [ref[(p.name, "router")]["input"].tolist() for p in png],
-        "vectors": json.loads(VECTORS.read_text()) if VECTORS.exists() else None,
+        "vectors": json.loads(VECTORS.read_text()),
     }
     (out / "config.json").write_text(json.dumps(config))
     proc = subprocess.run(["node", str(WEB / "tests" / "e2e.mjs"), str(out / "config.json")], cwd=WEB,
@@ -192,23 +192,27 @@ def test_screenshots_saved(e2e):
         assert colours is not None and len(colours) > 50
 
 
-@pytest.mark.skipif(not VECTORS.exists(), reason="android_demo/vectors/vectors.json not generated yet")
 def test_shared_vectors_in_browser(e2e):
+    """athe.js agrees with Python (and so with android_demo/core) on the shared vectors."""
     results, *_ = e2e
     vectors = json.loads(VECTORS.read_text())
     got = results["vectors"]
     for case, out in zip(vectors["preprocess"], got["preprocess"], strict=True):
-        assert out["resized"] == case["resized_rgb"], f"resize differs for {case.get('name')}"
-        np.testing.assert_allclose(out["tensor"], case["expected"], atol=1e-6, err_msg=str(case.get("name")))
+        assert out["resized"] == case["resized_rgb"], f"resize differs: {case['name']}"
+        np.testing.assert_allclose(out["tensor"], case["expected"], atol=1e-6, err_msg=case["name"])
     assert got["chooseLevel"] == [c["expected"] for c in vectors["choose_level"]]
     for case, out in zip(vectors["softmax_top1"], got["softmaxTop1"], strict=True):
-        assert out["index"] == case["label"] and abs(out["probability"] - case["probability"]) <= 1e-9
+        assert out["index"] == case["label"] and abs(out["probability"] - case["probability"]) <= 1e-9, case["name"]
     for case, out in zip(vectors["manifests"], got["manifests"], strict=True):
         if "error_contains" in case:
-            assert not out["ok"] and case["error_contains"] in out["error"], (case["error_contains"], out)
+            assert not out["ok"] and case["error_contains"] in out["error"], (case["name"], out)
+        elif "tflite" not in case["expected"]["formats"]:  # the browser can only run .tflite
+            assert not out["ok"] and "no .tflite file" in out["error"], (case["name"], out)
         else:
-            assert out["ok"], out
+            assert out["ok"], (case["name"], out)
             assert out["levelNames"] == case["expected"]["level_names"]
+            assert out["labels"] == case["expected"]["labels"]
+            assert out["thresholds"] == (case["expected"]["thresholds"] if case["expected"]["has_router"] else None)
 
 
 def test_serve_refuses_bad_bundle(tmp_path, web_ready):

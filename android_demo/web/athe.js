@@ -22,83 +22,113 @@ export class ImageError extends Error {
 }
 
 // -- manifest ------------------------------------------------------------------------------------
+// The same checks and messages as athe/runtime/manifest.py (lists printed the Python way), so the
+// shared vectors hold for Python, Java and this file; then what the browser needs: .tflite files.
+const PRECISIONS = ['fp32', 'int8-dynamic', 'int8-static'];
+const ALL_FORMATS = ['tflite', 'pte', 'pt2'];
+const INPUT_FIELDS = ['rule', 'resize_size', 'crop_size', 'interpolation', 'mean', 'std', 'layout', 'dtype', 'scale', 'batch_size'];
+const py = (v) => Array.isArray(v) ? `[${v.map(py).join(', ')}]` : typeof v === 'string' ? `'${v}'` : v === null || v === undefined ? 'None' : String(v);
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
 function require(obj, keys, where) {
-  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
-    throw new BundleError(`${where}: expected an object`);
-  }
+  if (!isObject(obj)) throw new BundleError(`${where}: expected an object`);
   const missing = keys.filter((k) => !(k in obj));
   if (missing.length) {
-    throw new BundleError(`${where}: missing field(s) ${JSON.stringify(missing)}; re-run 'athe convert' to write a complete manifest`);
+    throw new BundleError(`${where}: missing field(s) ${py(missing)}; re-run 'athe convert' to write a complete manifest`);
   }
+}
+
+function files(d, where) {
+  if (!isObject(d) || Object.keys(d).length === 0) throw new BundleError(`${where}: files must name at least one format`);
+  const out = {};
+  for (const [fmt, a] of Object.entries(d)) {
+    if (!ALL_FORMATS.includes(fmt)) throw new BundleError(`${where}: unknown format ${py(fmt)}; expected one of ${py(ALL_FORMATS)}`);
+    require(a, ['path', 'sha256', 'bytes'], `${where}.${fmt}`);
+    if (typeof a.path !== 'string' || a.path.startsWith('/') || a.path.split('/').includes('..')) {
+      throw new BundleError(`${where}.${fmt}: path ${py(a.path)} must be relative to the bundle folder`);
+    }
+    out[fmt] = {path: a.path, sha256: a.sha256, bytes: a.bytes, precision: a.precision};
+  }
+  return out;
+}
+
+function tflite(fileMap, where) {
+  if (!fileMap.tflite) {
+    throw new BundleError(`${where}: has no .tflite file; the browser runs LiteRT: re-run 'athe convert --format tflite'`);
+  }
+  return fileMap.tflite;
 }
 
 /**
  * Check a parsed manifest.json and return the parts the demo needs.
- * Throws BundleError naming the field and the fix (the same checks as the Python loader, plus
- * "every artifact has a .tflite file", which the browser needs).
+ * Throws BundleError naming the field and the fix.
  */
 export function parseManifest(d, source = 'manifest') {
-  if (d === null || typeof d !== 'object' || Array.isArray(d)) {
-    throw new BundleError(`${source}: top level must be a JSON object`);
-  }
+  if (!isObject(d)) throw new BundleError(`${source}: top level must be a JSON object`);
   if (d.schema_version !== SCHEMA_VERSION) {
-    throw new BundleError(`${source}: schema_version ${JSON.stringify(d.schema_version)} is not supported; this demo reads schema_version ${SCHEMA_VERSION}: re-convert the bundle`);
+    throw new BundleError(`${source}: schema_version ${py(d.schema_version)} is not supported; this athe reads schema_version ${SCHEMA_VERSION}: re-convert the bundle with this athe version or install the athe that made it`);
   }
-  require(d, ['variant', 'random_weights', 'precision', 'input', 'labels', 'levels', 'router'], source);
+  require(d, ['variant', 'created_with', 'checkpoint', 'random_weights', 'precision', 'input', 'labels', 'levels', 'router'], source);
+  if (!PRECISIONS.includes(d.precision)) {
+    throw new BundleError(`${source}: precision ${py(d.precision)} unknown; expected one of ${py(PRECISIONS)}`);
+  }
   const inp = d.input;
   require(inp, ['rule', 'resize_size', 'crop_size', 'interpolation', 'mean', 'std'], `${source}: input`);
   if (inp.rule !== 'resize_shorter_center_crop') {
-    throw new BundleError(`${source}: input.rule ${JSON.stringify(inp.rule)} unknown; expected 'resize_shorter_center_crop'`);
+    throw new BundleError(`${source}: input.rule ${py(inp.rule)} unknown; expected 'resize_shorter_center_crop'`);
   }
+  const unknown = Object.keys(inp).filter((k) => !INPUT_FIELDS.includes(k));
+  if (unknown.length) throw new BundleError(`${source}: input has unknown field(s) ${py(unknown)}; re-convert the bundle with this athe version`);
   if (!(inp.interpolation in FILTERS)) {
-    throw new BundleError(`${source}: input.interpolation ${JSON.stringify(inp.interpolation)} unknown; expected one of ${Object.keys(FILTERS).join(', ')}`);
+    throw new BundleError(`interpolation ${py(inp.interpolation)} unknown; expected one of ${py(Object.keys(FILTERS).sort())}`);
   }
   const layout = inp.layout ?? 'NCHW';
-  if (layout !== 'NCHW' && layout !== 'NHWC') {
-    throw new BundleError(`${source}: input.layout ${JSON.stringify(layout)} unknown; expected NCHW or NHWC`);
-  }
-  if ((inp.batch_size ?? 1) !== 1) {
-    throw new BundleError(`${source}: input.batch_size is ${inp.batch_size}; the demo runs one image at a time: convert with --batch-size 1`);
+  if ((layout !== 'NCHW' && layout !== 'NHWC') || (inp.dtype ?? 'float32') !== 'float32') {
+    throw new BundleError(`input layout/dtype ${layout}/${inp.dtype} unsupported; expected NCHW or NHWC float32`);
   }
   if (!Array.isArray(d.levels) || d.levels.length === 0) {
     throw new BundleError(`${source}: levels is empty; a bundle needs at least one level`);
   }
-  const tflite = (files, where) => {
-    if (!files || !files.tflite) {
-      throw new BundleError(`${where}: has no .tflite file; the browser runs LiteRT: re-run 'athe convert --format tflite'`);
-    }
-    const p = files.tflite.path;
-    if (typeof p !== 'string' || p.startsWith('/') || p.split('/').includes('..')) {
-      throw new BundleError(`${where}.tflite: path ${JSON.stringify(p)} must be relative to the bundle folder`);
-    }
-    return {path: p, sha256: files.tflite.sha256, bytes: files.tflite.bytes, precision: files.tflite.precision ?? d.precision};
-  };
   const levels = d.levels.map((lv, i) => {
     const where = `${source}: levels[${i}]`;
-    require(lv, ['name', 'heads', 'tokens_per_block', 'macs', 'files'], where);
+    require(lv, ['name', 'keep', 'heads', 'fuse', 'tokens_per_block', 'macs', 'files'], where);
     return {name: lv.name, heads: lv.heads, tokensPerBlock: lv.tokens_per_block, macs: lv.macs,
-      valAccuracy: lv.val_accuracy ?? null, file: tflite(lv.files, `${where}.files`)};
+      valAccuracy: lv.val_accuracy ?? null, files: files(lv.files, `${where}.files`), where: `${where}.files`};
   });
   const names = levels.map((lv) => lv.name);
   let router = null;
   if (d.router !== null) {
-    require(d.router, ['files', 'outputs', 'thresholds'], `${source}: router`);
-    if (JSON.stringify(d.router.outputs) !== JSON.stringify(names)) {
-      throw new BundleError(`${source}: router.outputs ${JSON.stringify(d.router.outputs)} must equal the levels ${JSON.stringify(names)}`);
+    const where = `${source}: router`;
+    require(d.router, ['files', 'outputs', 'thresholds', 'input_size', 'macs'], where);
+    router = {files: files(d.router.files, `${where}.files`), thresholds: {...d.router.thresholds},
+      inputSize: d.router.input_size, macs: d.router.macs, where: `${where}.files`};
+    if (py(d.router.outputs) !== py(names)) {
+      throw new BundleError(`${source}: router.outputs ${py(d.router.outputs)} must equal the levels ${py(names)}`);
     }
     const missing = names.slice(0, -1).filter((n) => !(n in d.router.thresholds));
-    if (missing.length) {
-      throw new BundleError(`${source}: router.thresholds lacks ${JSON.stringify(missing)}; re-run calibration`);
-    }
-    router = {file: tflite(d.router.files, `${source}: router.files`), thresholds: {...d.router.thresholds},
-      inputSize: d.router.input_size ?? inp.crop_size, macs: d.router.macs ?? null};
+    if (missing.length) throw new BundleError(`${source}: router.thresholds lacks ${py(missing)}; re-run calibration`);
   }
+  // what the browser adds: one image at a time, through LiteRT
+  if ((inp.batch_size ?? 1) !== 1) {
+    throw new BundleError(`${source}: input.batch_size is ${inp.batch_size}; the demo runs one image at a time: convert with --batch-size 1`);
+  }
+  for (const lv of levels) lv.file = tflite(lv.files, lv.where);
+  if (router) router.file = tflite(router.files, router.where);
   return {
     variant: d.variant, randomWeights: Boolean(d.random_weights), precision: d.precision,
     input: {resizeSize: inp.resize_size, cropSize: inp.crop_size, interpolation: inp.interpolation,
       mean: inp.mean, std: inp.std, scale: inp.scale ?? 1 / 255, layout},
     labels: d.labels, levels, levelNames: names, router,
   };
+}
+
+/** Parse manifest.json text; invalid JSON is a BundleError like any other. */
+export function parseManifestText(text, source = 'manifest.json') {
+  let d;
+  try { d = JSON.parse(text); } catch (err) {
+    throw new BundleError(`'${source}' is not valid JSON (${err.message}); re-run 'athe convert'`);
+  }
+  return parseManifest(d, source);
 }
 
 // -- dispatch rule ----------------------------------------------------------------------------------
@@ -235,7 +265,7 @@ function resizeNearest(src, width, height, outW, outH) {
   return out;
 }
 
-/** Resize packed RGB uint8 [h, w, 3] to (outW, outH) exactly as Pillow's Image.resize does. */
+/** Resize packed RGB uint8 [h, w, 3] to (outW, outH) exactly as Pillow (>= 13) Image.resize does. */
 export function resizeRGB(rgb, width, height, outW, outH, interpolation) {
   if (outW === width && outH === height) return rgb;
   if (!(interpolation in FILTERS)) throw new BundleError(`interpolation ${JSON.stringify(interpolation)} unknown`);
@@ -244,6 +274,11 @@ export function resizeRGB(rgb, width, height, outW, outH, interpolation) {
   const needH = outW !== width, needV = outH !== height;
   const cv = coefficients(height, outH, filter);
   if (!needH) return resampleVertical(rgb, width, outH, cv, 0);
+  if (height - outH > 0 && height - outH > 2 * (width - outW)) {
+    // Pillow >= 13 runs the vertical pass first when the height shrinks much more than the width
+    const tmp = resampleVertical(rgb, width, outH, cv, 0);
+    return resampleHorizontal(tmp, width, outH, 0, outW, coefficients(width, outW, filter));
+  }
   const first = cv.bounds[0];
   const last = cv.bounds[outH * 2 - 2] + cv.bounds[outH * 2 - 1];
   const ch = coefficients(width, outW, filter);
@@ -335,9 +370,7 @@ export class Dispatcher {
     const base = new URL(bundleUrl, globalThis.location?.href);
     const res = await fetchImpl(new URL('manifest.json', base));
     if (!res.ok) throw new BundleError(`${new URL('manifest.json', base)}: HTTP ${res.status}; serve a converted bundle ('athe demo serve --bundle DIR')`);
-    let raw;
-    try { raw = await res.json(); } catch (err) { throw new BundleError(`manifest.json is not valid JSON (${err.message}); re-run 'athe convert'`); }
-    const manifest = parseManifest(raw, 'manifest.json');
+    const manifest = parseManifestText(await res.text(), 'manifest.json');
     const useThreads = threads > 1;
     await liteRt.loadLiteRt(wasmPath, useThreads ? {threads: true} : {});
     const t0 = performance.now();

@@ -106,15 +106,19 @@ async function main() {
       results.vectors = await page.evaluate(async (vectors) => {
         const athe = await import('./athe.js');
         const pre = vectors.preprocess.map((c) => {
-          const spec = {resizeSize: c.input.resize_size, cropSize: c.input.crop_size, interpolation: c.input.interpolation,
-            mean: c.input.mean, std: c.input.std, scale: c.input.scale ?? 1 / 255, layout: c.input.layout ?? 'NCHW'};
+          const i = c.spec;
+          const spec = {resizeSize: i.resize_size, cropSize: i.crop_size, interpolation: i.interpolation,
+            mean: i.mean, std: i.std, scale: i.scale ?? 1 / 255, layout: i.layout ?? 'NCHW'};
           const r = athe.preprocessRGB(Uint8Array.from(c.rgb), c.width, c.height, spec);
           return {tensor: Array.from(r.tensor), resized: Array.from(r.resized)};
         });
         const levels = vectors.choose_level.map((c) => athe.chooseLevel(c.scores, c.level_names, c.thresholds));
-        const top1 = vectors.softmax_top1.map((c) => athe.softmaxTop1(c.logits));
+        const top1 = vectors.softmax_top1.map((c) => athe.softmaxTop1(Float32Array.from(c.logits)));  // logits are float32 at run time
         const manifests = vectors.manifests.map((c) => {
-          try { const m = athe.parseManifest(c.manifest); return {ok: true, levelNames: m.levelNames, thresholds: m.router?.thresholds ?? null}; } catch (err) { return {ok: false, error: err.message}; }
+          try {
+            const m = 'manifest' in c ? athe.parseManifest(c.manifest) : athe.parseManifestText(c.text);
+            return {ok: true, levelNames: m.levelNames, thresholds: m.router?.thresholds ?? null, labels: m.labels};
+          } catch (err) { return {ok: false, error: err.message}; }
         });
         return {preprocess: pre, chooseLevel: levels, softmaxTop1: top1, manifests};
       }, config.vectors);
