@@ -127,8 +127,8 @@ def demo(ctx: click.Context, bundle_dir: str, threads: int) -> None:
 
     result = run_benchmark(b, backend="litert", threads=threads, images=photos, count=50, warmup=5)
     click.echo("\n" + result.format())
-    click.echo("\nNot in the demo: energy (see 'athe run --energy'), the phone demo ('athe demo serve' "
-               "is not built yet), eval tables ('athe eval').")
+    click.echo("\nNot in the demo: energy (see 'athe run --energy'), eval tables ('athe eval'). "
+               f"The phone demo: 'athe demo serve --bundle {bundle}' (see README, 'Phone demo').")
 
 
 @demo.command("serve")
