@@ -222,3 +222,41 @@ def test_serve_refuses_bad_bundle(tmp_path, web_ready):
 
     r = CliRunner().invoke(cli, ["demo", "serve", "--bundle", str(tmp_path / "nope"), "--port", "0"])
     assert r.exit_code != 0 and "not found" in r.output and "athe convert" in r.output, r.output
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+def test_serve_https_headers_and_nothing_else(tmp_path, web_ready, converted_bundle):
+    """HTTPS with a PEM pair, COOP/COEP on every response, and only the demo's own files."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from athe.demo_web import DemoServer
+
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    server = DemoServer(converted_bundle, port=0, certfile=cert, keyfile=key, quiet=True).start()
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    try:
+        assert server.url.startswith("https://")
+
+        def get(path):
+            return urllib.request.urlopen(server.url.rstrip("/") + path, context=ctx, timeout=10)
+
+        with get("/bundle/manifest.json") as r:
+            assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert json.loads(r.read())["variant"] == "tiny-test"
+        with get("/vendor/litertjs/wasm/litert_wasm_internal.wasm") as r:
+            assert r.headers["Content-Type"] == "application/wasm"
+        with get("/manifest.webmanifest") as r:
+            assert r.headers["Content-Type"] == "application/manifest+json"
+        for path in ("/bundle/simple.pte", "/bundle/simple.pt2", "/package.json", "/../pyproject.toml",
+                     "/node_modules/@litertjs/core/package.json", "/tests/e2e.mjs"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                get(path)
+            assert err.value.code == 404, path
+    finally:
+        server.stop()
