@@ -65,6 +65,7 @@ def test_int8_dynamic_is_smaller_and_recorded(dynamic_bundle, fp32_bundle):
     q = json.loads((dynamic_bundle / "manifest.json").read_text())
     f = json.loads((fp32_bundle / "manifest.json").read_text())
     assert q["precision"] == "int8-dynamic"
+    assert {a["precision"] for a in q["router"]["files"].values()} == {"fp32"}  # the router stays fp32
     for lq, lf in zip(q["levels"], f["levels"], strict=True):
         for fmt in ("tflite", "pte"):
             a, b = lq["files"][fmt], lf["files"][fmt]
