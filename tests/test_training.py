@@ -86,13 +86,16 @@ def test_ddp_two_processes_gloo(cifar_archive, tmp_path):
                           split_seed=0, limit=128, max_steps=3, workers=0)
         m = train_backbone(cfg, tiny_variant())
         import torch.distributed as dist
-        print("RANK", dist.get_rank(), "WORLD", dist.get_world_size(), "STEP", m.get("step"), flush=True)
+        # one file per rank: both ranks printing to the shared stdout can interleave mid-line
+        with open({str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.txt", "w") as fh:
+            fh.write(f"RANK {{dist.get_rank()}} WORLD {{dist.get_world_size()}} STEP {{m.get('step')}}")
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(script)], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RANK 0 WORLD 2 STEP 3" in proc.stdout and "RANK 1 WORLD 2 STEP 3" in proc.stdout
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.txt").read_text() == f"RANK {rank} WORLD 2 STEP 3"
     assert (tmp_path / "run" / "last.pt").exists()
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 1  # rank 0 logs alone
