@@ -156,9 +156,10 @@ def serve(bundle_dir: str, host: str, port: int, https: tuple[str, str] | None, 
         raise click.ClickException(str(exc)) from None
     click.echo(f"Serving the ATHE demo with {bundle_dir} at {server.url}")
     if host not in ("127.0.0.1", "localhost") and not server.https:
+        p = server.port
         click.echo("  note: a phone opening a LAN address over plain HTTP gets no service worker, no install "
-                   "and no camera; pass --https CERT KEY, or use 'adb reverse tcp:%d tcp:%d' and open "
-                   "http://localhost:%d/ on the phone" % (server.port, server.port, server.port))
+                   f"and no camera; pass --https CERT KEY, or use 'adb reverse tcp:{p} tcp:{p}' and open "
+                   f"http://localhost:{p}/ on the phone")
     click.echo("  Ctrl-C stops it")
     try:
         server.serve_forever()

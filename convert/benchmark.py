@@ -3,8 +3,10 @@
 For every level of each variant (random weights are fine for latency) it converts:
 
 * ``ours``: the export form (``LevelExport``) -> ``.tflite`` and ``.pte``;
-* ``naive``: the training-mode ``AtheViT`` at that level (stock timm attention with 4-D matmul /
-  SDPA, ``nn.LayerNorm``, ``topk``/``gather`` as written for training) -> the same formats;
+* ``naive``: the training-mode ``AtheViT`` at that level (``PlainLevel``: stock timm attention
+  with 4-D matmul, ``nn.LayerNorm``, ``topk``/``gather`` as written for training) -> the same
+  formats. LiteRT runs this form faster than the rewrite, so ``athe convert`` now uses it for
+  ``.tflite`` (``--tflite-form``); the ``.pte`` files keep the rewrite;
 * ``ours int8``: dynamic-range int8 of the export form (``--int8``);
 
 then times batch-1 inference through the runtime backends with 1 and 2 threads in one process
@@ -33,22 +35,12 @@ from athe.convert.bundle import BACKEND_FOR_FORMAT as BACKENDS
 from athe.convert.bundle import CONVERTERS
 from athe.convert.executorch import LAST_DELEGATION
 from athe.runtime.backends import load_backend
-from athe.training.export_form import LevelExport
+from athe.training.export_form import LevelExport, PlainLevel
 from athe.training.model import build_model
-from athe.variants import Level, get_variant
+from athe.variants import get_variant
 
-
-class NaiveLevel(torch.nn.Module):
-    """The training-mode forward of one level, exported as is (no export rewrites)."""
-
-    def __init__(self, model: torch.nn.Module, level: Level) -> None:
-        super().__init__()
-        self.model, self.level = model.eval(), level
-        for blk in self.model.blocks:
-            blk.attn.fused_attn = False  # SDPA does not lower to either runtime
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_level(x, self.level)
+#: The training forward exported as is (no rewrites): the "naive" export of the same weights.
+NaiveLevel = PlainLevel
 
 
 def time_group(paths: dict[str, Path], fmt: str, threads: int, x: np.ndarray, warmup: int,

@@ -46,7 +46,7 @@ from athe.runtime.manifest import (
     artifact_for_file,
     sha256_file,
 )
-from athe.training.export_form import LevelExport
+from athe.training.export_form import EXPORT_FORMS, LevelExport
 from athe.training.model import build_model, load_backbone_weights
 from athe.training.router import RouterCNN, RouterExport, build_router, router_macs
 from athe.variants import Variant, get_variant
@@ -60,6 +60,10 @@ STATIC_INT8_MAX_DROP = 2.0
 
 #: One converter per format, same signature: (module, example_inputs, path, quantize, calibration).
 CONVERTERS: dict[str, Callable[..., Path]] = {"tflite": to_tflite, "pte": to_pte}
+#: Export form per format, from the conversion benchmark (athe-simple at 224, README "Benchmarks"):
+#: ExecuTorch needs the rewrite to stay inside XNNPACK (1.15-11x faster than the plain form);
+#: LiteRT runs the plain form 1.2-1.5x faster than the rewrite.
+DEFAULT_FORMS = {"tflite": "plain", "pte": "rewrite"}
 #: The runtime backend that serves each format (used for parity), from the runtime's own table.
 BACKEND_FOR_FORMAT = {fmt: backend for backend, fmt in BACKEND_FORMATS.items()}
 
@@ -83,6 +87,8 @@ class ConvertOptions:
     seed: int = 0
     force: bool = False
     write_reference: bool = False  # also write <level>.pt2 for the torch reference backend
+    #: export form per format (see ``athe.training.export_form.EXPORT_FORMS``)
+    forms: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FORMS))
     variant_obj: Variant | None = field(default=None, repr=False)  # tests: a tiny variant
 
 
@@ -269,6 +275,9 @@ def convert_bundle(opts: ConvertOptions) -> Path:
             raise ConvertError(f"unknown format {fmt!r}; choose from {', '.join(CONVERTERS)}")
     if opts.quantize not in ("none", "int8-dynamic", "int8-static"):
         raise ConvertError(f"unknown --quantize {opts.quantize!r}; use none, int8-dynamic or int8-static")
+    for fmt, name in opts.forms.items():
+        if name not in EXPORT_FORMS:
+            raise ConvertError(f"unknown export form {name!r} for {fmt}; choose from {', '.join(EXPORT_FORMS)}")
     if opts.quantize == "int8-static" and opts.data is None:
         raise ConvertError("--quantize int8-static needs real calibration data: pass --calibration-data PATH")
     _check_out(out, opts.force)
@@ -285,7 +294,9 @@ def convert_bundle(opts: ConvertOptions) -> Path:
             form = LevelExport(weights.model, lv, batch_size=opts.batch_size)
             files, outs = {}, {}
             for fmt in opts.formats:
-                files[fmt], outs[fmt] = convert_artifact(lv.name, form, fmt, tmp, opts, inputs, calibration, variant)
+                fmt_form = EXPORT_FORMS[opts.forms.get(fmt, "rewrite")](weights.model, lv, batch_size=opts.batch_size)
+                files[fmt], outs[fmt] = convert_artifact(lv.name, fmt_form, fmt, tmp, opts, inputs, calibration, variant)
+                files[fmt].parity["export_form"] = opts.forms.get(fmt, "rewrite")
             if labels is not None:
                 _record_accuracy(form, inputs, outs, files, labels)
             if static and labels is not None:

@@ -24,12 +24,15 @@ from athe.variants import VARIANTS
               help="Images (batches) each artifact is checked on; with labelled --data also its top-1.")
 @click.option("--calibration-samples", type=click.IntRange(1), default=64, show_default=True,
               help="int8-static: calibration images, disjoint from the parity images.")
+@click.option("--tflite-form", type=click.Choice(["plain", "rewrite"]), default="plain", show_default=True,
+              help="Export form of the .tflite levels: plain (training forward, fastest on LiteRT) or rewrite "
+                   "(the XNNPACK form the .pte files always use).")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Fixed batch of the artifacts.")
 @click.option("--reference", is_flag=True, help="Also write .pt2 files for the torch reference backend.")
 @click.option("--out", type=click.Path(), default=None, help="Bundle folder (default: bundles/VARIANT).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 def convert(variant: str, checkpoint: str | None, random_weights: bool, formats: str, quantize: str,
-            data: str | None, parity_samples: int, calibration_samples: int, batch_size: int, reference: bool, out: str | None,
+            data: str | None, parity_samples: int, calibration_samples: int, tflite_form: str, batch_size: int, reference: bool, out: str | None,
             force: bool) -> None:
     """Export every level and the router of VARIANT as a verified bundle."""
     from athe.convert.bundle import ConvertError, ConvertOptions, convert_bundle
@@ -41,7 +44,8 @@ def convert(variant: str, checkpoint: str | None, random_weights: bool, formats:
     opts = ConvertOptions(
         variant=variant, out=out or f"bundles/{variant}", checkpoint=checkpoint,
         random_weights=random_weights, formats=fmts, quantize=quantize, data=data,
-        parity_samples=parity_samples, calibration_samples=calibration_samples, batch_size=batch_size, force=force, write_reference=reference,
+        parity_samples=parity_samples, calibration_samples=calibration_samples, batch_size=batch_size,
+        forms={"tflite": tflite_form, "pte": "rewrite"}, force=force, write_reference=reference,
     )
     try:
         path = convert_bundle(opts)

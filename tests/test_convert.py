@@ -105,8 +105,9 @@ def test_parity_failure_names_the_artifact(tmp_path, tiny, tiny_checkpoint, monk
     def wrong_weights(module, example, path, **kw):
         import copy
         bad = copy.deepcopy(module)
+        head = bad.head if hasattr(bad, "head") else bad.model.head  # rewrite or plain form
         with torch.no_grad():
-            bad.head.bias += 1.0
+            head.bias += 1.0
         return real(bad, example, path, **kw)
 
     monkeypatch.setitem(bundle_mod.CONVERTERS, "tflite", wrong_weights)
@@ -156,3 +157,20 @@ def test_channels_last_example_still_gives_an_nchw_pte(tmp_path):
     got = load_backend("executorch", threads=1).load(path).run(example.contiguous().numpy())
     with torch.no_grad():
         assert np.abs(got - conv(example).numpy()).max() < 1e-5
+
+
+def test_export_form_per_format(converted_bundle):
+    """.tflite levels come from the plain form (fastest on LiteRT), .pte from the XNNPACK rewrite."""
+    import json
+
+    m = json.loads((converted_bundle / "manifest.json").read_text())
+    for lv in m["levels"]:
+        assert lv["files"]["tflite"]["parity"]["export_form"] == "plain"
+        assert lv["files"]["pte"]["parity"]["export_form"] == "rewrite"
+        assert lv["files"]["tflite"]["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_unknown_export_form(tmp_path, tiny, tiny_checkpoint):
+    with pytest.raises(ConvertError, match="unknown export form 'fast' for tflite"):
+        convert_bundle(ConvertOptions(variant=tiny.name, variant_obj=tiny, out=tmp_path / "b",
+                                      checkpoint=tiny_checkpoint, forms={"tflite": "fast"}))
