@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from athe.convert.bundle import STATIC_INT8_MAX_DROP, ConvertError, ConvertOptions, _check_static_drop, convert_bundle
+from athe.convert.bundle import (
+    STATIC_INT8_MAX_DROP,
+    ConvertError,
+    ConvertOptions,
+    _check_static_drop,
+    convert_bundle,
+)
 from athe.runtime.bundle import Bundle
 from athe.runtime.dispatcher import Dispatcher
 from athe.runtime.manifest import Artifact
