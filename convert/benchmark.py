@@ -7,7 +7,8 @@ For every level of each variant (random weights are fine for latency) it convert
   with 4-D matmul, ``nn.LayerNorm``, ``topk``/``gather`` as written for training) -> the same
   formats. LiteRT runs this form faster than the rewrite, so ``athe convert`` now uses it for
   ``.tflite`` (``--tflite-form``); the ``.pte`` files keep the rewrite;
-* ``ours int8``: dynamic-range int8 of the export form (``--int8``);
+* ``ours-int8`` / ``naive-int8``: dynamic-range int8 of the rewrite / of the plain form (the latter
+  only for formats whose bundles ship the plain form, i.e. ``.tflite``);
 
 then times batch-1 inference through the runtime backends with 1 and 2 threads in one process
 (median of ``--repeat`` runs after warm-up, the kinds of one level interleaved run by run) and
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from athe.convert.bundle import BACKEND_FOR_FORMAT as BACKENDS
-from athe.convert.bundle import CONVERTERS
+from athe.convert.bundle import CONVERTERS, DEFAULT_FORMS
 from athe.convert.executorch import LAST_DELEGATION
 from athe.runtime.backends import load_backend
 from athe.training.export_form import LevelExport, PlainLevel
@@ -71,8 +72,11 @@ def convert_all(v, model: torch.nn.Module, x: torch.Tensor, formats: list[str], 
         kinds = {"ours": (LevelExport(model, lv), "none"), "naive": (NaiveLevel(model, lv), "none")}
         if int8:
             kinds["ours-int8"] = (LevelExport(model, lv), "int8-dynamic")
+            kinds["naive-int8"] = (NaiveLevel(model, lv), "int8-dynamic")
         for fmt in formats:
             for kind, (module, quant) in kinds.items():
+                if kind == "naive-int8" and DEFAULT_FORMS.get(fmt) != "plain":
+                    continue  # int8 of the plain form only where bundles ship the plain form
                 path = workdir / f"{v.name}-{lv.name}-{kind}.{fmt}"
                 info_path = path.with_name(path.name + ".json")
                 if reuse and path.exists() and info_path.exists():
@@ -118,16 +122,21 @@ def benchmark(variants: list[str], threads: list[int], formats: list[str], int8:
 
 
 def ratios(rows: list[dict]) -> list[str]:
+    """One line per (variant, level, format, threads): rewrite vs plain, and int8 vs fp32 of the
+    form ``athe convert`` ships for that format (``DEFAULT_FORMS``)."""
     key = {(r["variant"], r["level"], r["format"], r["kind"], r["threads"]): r["median_ms"] for r in rows}
-    lines = ["variant      level    fmt    thr  ours ms  naive ms  naive/ours  int8 ms  fp32/int8"]
+    nan = float("nan")
+    lines = ["variant      level    fmt    thr  ours ms  naive ms  naive/ours  shipped  fp32 ms  int8 ms  fp32/int8"]
     for (var, lv, fmt, kind, th), ms in key.items():
         if kind != "ours":
             continue
         naive = key.get((var, lv, fmt, "naive", th))
-        q = key.get((var, lv, fmt, "ours-int8", th))
-        lines.append(f"{var:12s} {lv:8s} {fmt:6s} {th:3d} {ms:8.2f} {naive or float('nan'):9.2f} "
-                     f"{(naive or float('nan')) / ms:10.2f}x {q or float('nan'):8.2f} "
-                     f"{ms / q if q else float('nan'):9.2f}x")
+        plain = DEFAULT_FORMS.get(fmt) == "plain"
+        fp = naive if plain else ms
+        q = key.get((var, lv, fmt, "naive-int8" if plain else "ours-int8", th))
+        lines.append(f"{var:12s} {lv:8s} {fmt:6s} {th:3d} {ms:8.2f} {naive or nan:9.2f} "
+                     f"{(naive or nan) / ms:10.2f}x  {'plain' if plain else 'rewrite':7s} {fp or nan:8.2f} "
+                     f"{q or nan:8.2f} {(fp or nan) / q if q else nan:9.2f}x")
     return lines
 
 
