@@ -33,11 +33,18 @@ $(DEMO_BUNDLE)/manifest.json: | install
 demo-web: install web-deps $(DEMO_BUNDLE)/manifest.json
 	$(BIN)/athe demo serve --bundle $(DEMO_BUNDLE) --host $(HOST) --port $(PORT)
 
-# Debian packages the browser test and the Java tests need (root or sudo).
+# Debian packages the browser test and the Java tests need (root or sudo); only the missing ones,
+# so a node that came from elsewhere (with its own npm) is left alone.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+MISSING_PKGS = $(strip $(if $(shell command -v chromium),,chromium) \
+                       $(if $(shell command -v node),,nodejs) \
+                       $(if $(shell command -v npm),,npm) \
+                       $(if $(shell command -v mvn),,maven))
 system-deps:
-	@command -v chromium >/dev/null && command -v node >/dev/null && command -v mvn >/dev/null || \
-	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium nodejs npm maven; }
+	@if [ -n "$(MISSING_PKGS)" ]; then \
+	  echo "installing $(MISSING_PKGS)"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(MISSING_PKGS); \
+	else echo "system packages present (chromium, node, npm, mvn)"; fi
 
 test-java:
 	bash android_demo/core/run-tests.sh
