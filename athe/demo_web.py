@@ -27,7 +27,6 @@ import json
 import mimetypes
 import ssl
 import threading
-from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -165,7 +164,7 @@ class DemoServer:
             raise DemoServerError(str(exc)) from None
         handler = type("Handler", (_Handler,), {"routes": routes, "samples": sample_photos(), "quiet": quiet})
         try:
-            self.httpd = ThreadingHTTPServer((host, port), partial(handler))
+            self.httpd = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
             raise DemoServerError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
         self.https = certfile is not None

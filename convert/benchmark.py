@@ -40,9 +40,6 @@ from athe.training.export_form import LevelExport, PlainLevel
 from athe.training.model import build_model
 from athe.variants import get_variant
 
-#: The training forward exported as is (no rewrites): the "naive" export of the same weights.
-NaiveLevel = PlainLevel
-
 
 def time_group(paths: dict[str, Path], fmt: str, threads: int, x: np.ndarray, warmup: int,
                repeat: int) -> dict[str, list[float]]:
@@ -69,10 +66,10 @@ def convert_all(v, model: torch.nn.Module, x: torch.Tensor, formats: list[str], 
     """Convert ours / naive / ours-int8 of every level; ``reuse`` keeps artifacts already in ``workdir``."""
     out = {}
     for lv in v.levels:
-        kinds = {"ours": (LevelExport(model, lv), "none"), "naive": (NaiveLevel(model, lv), "none")}
+        kinds = {"ours": (LevelExport(model, lv), "none"), "naive": (PlainLevel(model, lv), "none")}
         if int8:
             kinds["ours-int8"] = (LevelExport(model, lv), "int8-dynamic")
-            kinds["naive-int8"] = (NaiveLevel(model, lv), "int8-dynamic")
+            kinds["naive-int8"] = (PlainLevel(model, lv), "int8-dynamic")
         for fmt in formats:
             for kind, (module, quant) in kinds.items():
                 if kind == "naive-int8" and DEFAULT_FORMS.get(fmt) != "plain":

@@ -181,17 +181,24 @@ def sample_inputs(variant: Variant, data: str | Path | None, n: int, seed: int, 
 
 
 def _compare(model_fn: Callable[[np.ndarray], np.ndarray], reference: torch.nn.Module,
-             inputs: list[torch.Tensor]) -> dict[str, Any]:
-    diffs, agree, outs = [], 0, []
+             inputs: list[torch.Tensor], labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Max |diff| and top-1 agreement of an artifact vs its PyTorch form; with class ``labels``
+    also both top-1s (%) on those images."""
+    diffs, agree, ref_pred, got_pred = [], 0, [], []
     with torch.no_grad():
         for x in inputs:
             ref = reference(x).numpy()
             got = model_fn(x.numpy())
-            outs.append(got)
             diffs.append(float(np.abs(got - ref).max()))
             agree += int((got.argmax(-1) == ref.argmax(-1)).all())
-    return {"max_abs_diff": max(diffs), "top1_agreement": agree / len(inputs), "samples": len(inputs),
-            "_outputs": outs}
+            ref_pred.append(ref.argmax(-1))
+            got_pred.append(got.argmax(-1))
+    out: dict[str, Any] = {"max_abs_diff": max(diffs), "top1_agreement": agree / len(inputs), "samples": len(inputs)}
+    if labels is not None:
+        for key, pred in (("top1_fp32_pytorch", ref_pred), ("top1_artifact", got_pred)):
+            pred = np.concatenate(pred)
+            out[key] = round(100.0 * float((pred == labels[: len(pred)]).mean()), 2)
+    return out
 
 
 def _git_commit() -> str | None:
@@ -230,8 +237,10 @@ def _check_out(out: Path, force: bool) -> None:
 
 def convert_artifact(owner: str, module: torch.nn.Module, fmt: str, folder: Path, opts: ConvertOptions,
                      inputs: list[torch.Tensor], calibration: list[tuple[torch.Tensor, ...]] | None,
-                     variant: Variant) -> tuple[Any, list[np.ndarray]]:
-    """Convert one artifact, check parity (and delegation), return its manifest entry."""
+                     variant: Variant, labels: np.ndarray | None = None) -> Any:
+    """Convert one artifact, check parity (and delegation), return its manifest entry.
+
+    ``labels``: class labels of ``inputs`` (levels only), to record both top-1s in the parity."""
     name = f"{owner}.{fmt}"
     path = folder / name
     example = (inputs[0],)
@@ -246,8 +255,7 @@ def convert_artifact(owner: str, module: torch.nn.Module, fmt: str, folder: Path
     delegation = dict(LAST_DELEGATION) if fmt == "pte" else None
     backend = load_backend(BACKEND_FOR_FORMAT[fmt], threads=1)
     loaded = backend.load(path)
-    parity = _compare(loaded.run, module, inputs)
-    outputs = parity.pop("_outputs")
+    parity = _compare(loaded.run, module, inputs, labels)
     parity["inputs"] = "real" if opts.data is not None else "random"
     parity["convert_seconds"] = round(seconds, 1)
     precision = "fp32" if opts.quantize == "none" else opts.quantize
@@ -263,7 +271,7 @@ def convert_artifact(owner: str, module: torch.nn.Module, fmt: str, folder: Path
         )
     _logger.info("%s: %.1fs, max|diff| %.2e, top-1 agreement %.2f", name, seconds,
                  parity["max_abs_diff"], parity["top1_agreement"])
-    return artifact_for_file(folder, name, precision=precision, parity=parity, delegation=delegation), outputs
+    return artifact_for_file(folder, name, precision=precision, parity=parity, delegation=delegation)
 
 
 def convert_bundle(opts: ConvertOptions) -> Path:
@@ -291,17 +299,16 @@ def convert_bundle(opts: ConvertOptions) -> Path:
     try:
         levels = []
         for lv in variant.levels:
-            form = LevelExport(weights.model, lv, batch_size=opts.batch_size)
-            files, outs = {}, {}
+            files = {}
             for fmt in opts.formats:
-                fmt_form = EXPORT_FORMS[opts.forms.get(fmt, "rewrite")](weights.model, lv, batch_size=opts.batch_size)
-                files[fmt], outs[fmt] = convert_artifact(lv.name, fmt_form, fmt, tmp, opts, inputs, calibration, variant)
-                files[fmt].parity["export_form"] = opts.forms.get(fmt, "rewrite")
-            if labels is not None:
-                _record_accuracy(form, inputs, outs, files, labels)
+                form_name = opts.forms.get(fmt, "rewrite")
+                fmt_form = EXPORT_FORMS[form_name](weights.model, lv, batch_size=opts.batch_size)
+                files[fmt] = convert_artifact(lv.name, fmt_form, fmt, tmp, opts, inputs, calibration, variant, labels)
+                files[fmt].parity["export_form"] = form_name
             if static and labels is not None:
                 _check_static_drop(files, variant, lv.name)
             if opts.write_reference:
+                form = LevelExport(weights.model, lv, batch_size=opts.batch_size)
                 torch.export.save(torch.export.export(form, (inputs[0],)), str(tmp / f"{lv.name}.pt2"))
                 files["pt2"] = artifact_for_file(tmp, f"{lv.name}.pt2", precision="fp32")
             cal_acc = (weights.calibration or {}).get("test", {}).get("level_accuracy", {}).get(lv.name)
@@ -317,7 +324,7 @@ def convert_bundle(opts: ConvertOptions) -> Path:
             # into slow kernels (athe-mini, LiteRT: 9.5 ms instead of 0.2 ms per image).
             ropts = dataclasses.replace(opts, quantize="none")
             for fmt in opts.formats:
-                rfiles[fmt], _ = convert_artifact("router", rform, fmt, tmp, ropts, inputs, None, variant)
+                rfiles[fmt] = convert_artifact("router", rform, fmt, tmp, ropts, inputs, None, variant)
             if opts.write_reference:
                 torch.export.save(torch.export.export(rform, (inputs[0],)), str(tmp / "router.pt2"))
                 rfiles["pt2"] = artifact_for_file(tmp, "router.pt2", precision="fp32")
@@ -345,18 +352,6 @@ def convert_bundle(opts: ConvertOptions) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _record_accuracy(form: torch.nn.Module, inputs: list[torch.Tensor], outs: dict[str, list[np.ndarray]],
-                     files: dict[str, Any], labels: np.ndarray) -> None:
-    """Top-1 on the labelled parity images, of the PyTorch fp32 form and of each artifact."""
-    with torch.no_grad():
-        fp_pred = np.concatenate([form(x).numpy().argmax(-1) for x in inputs])
-    fp = 100.0 * float((fp_pred == labels[: len(fp_pred)]).mean())
-    for fmt, got in outs.items():
-        pred = np.concatenate([o.argmax(-1) for o in got])
-        files[fmt].parity["top1_fp32_pytorch"] = round(fp, 2)
-        files[fmt].parity["top1_artifact"] = round(100.0 * float((pred == labels[: len(pred)]).mean()), 2)
 
 
 def _check_static_drop(files: dict[str, Any], variant: Variant, level: str) -> None:

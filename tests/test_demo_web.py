@@ -52,10 +52,6 @@ def web_ready():
         pytest.skip(reason)
 
 
-def _photos() -> list[Path]:
-    return demo_photos()
-
-
 @pytest.fixture(scope="module")
 def demo_bundle(web_ready, converted_bundle, tmp_path_factory):
     """The tiny bundle's .tflite files with thresholds set so the photos take every branch."""
@@ -69,7 +65,7 @@ def demo_bundle(web_ready, converted_bundle, tmp_path_factory):
         owner["files"] = {"tflite": owner["files"]["tflite"]}
         shutil.copy(converted_bundle / owner["files"]["tflite"]["path"], out)
     disp = Dispatcher(Bundle.open(converted_bundle, formats=["tflite"]), backend="litert", threads=1)
-    scores = [disp.predict(p).router_scores for p in _photos()]
+    scores = [disp.predict(p).router_scores for p in demo_photos()]
     simple = sorted((s["simple"] for s in scores), reverse=True)
     th_simple = simple[len(simple) // 2]  # about half the photos pass the cheap level
     rest = sorted(s["complex"] for s in scores if s["simple"] < th_simple)
@@ -90,7 +86,7 @@ def e2e(demo_bundle, tmp_path_factory):
     out.mkdir(parents=True, exist_ok=True)
     bundle = Bundle.open(demo_bundle)
     pre = Preprocessor(bundle.input)
-    photos = _photos()
+    photos = demo_photos()
     ref = {}
     for policy in ["router", *(f"fixed:{n}" for n in bundle.level_names)]:
         disp = Dispatcher(bundle, backend="litert", threads=1, policy=policy)

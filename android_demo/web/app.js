@@ -2,7 +2,7 @@
 // URL parameters: ?bundle=<url of a bundle folder> (default ./bundle/), ?threads=N (default: up to 4
 // when the page is cross-origin isolated, else 1), ?policy=router|fixed:<level>.
 import * as liteRt from '@litertjs/core';
-import {Dispatcher, STAGES, decodeBlob, preprocessRGB} from './athe.js';
+import {Dispatcher, STAGES} from './athe.js';
 
 export const CACHE = 'athe-demo-v1';
 const SHELL = ['./', 'index.html', 'app.js', 'athe.js', 'style.css', 'manifest.webmanifest',
@@ -134,15 +134,10 @@ function render(pred, name) {
 /** Classify one image Blob; returns the prediction (also used by the end-to-end test). */
 export async function classify(blob, name = blob.name || 'image', policy = $('policy').value) {
   const d = state.dispatcher;
-  const start = performance.now();
-  const {rgb, width, height} = await decodeBlob(blob, name);
-  const t1 = performance.now();
-  const {tensor, cropped} = preprocessRGB(rgb, width, height, d.manifest.input);
-  const t2 = performance.now();
-  const pred = await d.predictTensor(tensor, {policy, start, timings: {decode: t1 - start, preprocess: t2 - t1}});
-  pred.input = Array.from(tensor);
-  drawPreview(cropped, d.manifest.input.cropSize);
+  const pred = await d.predictBlob(blob, {policy, name});
+  drawPreview(pred.cropped, d.manifest.input.cropSize);
   render(pred, name);
+  pred.input = Array.from(pred.input);  // plain numbers for the end-to-end test's JSON
   return pred;
 }
 

@@ -116,10 +116,14 @@ export function parseManifest(d, source = 'manifest') {
   if (router) router.file = tflite(router.files, router.where);
   return {
     variant: d.variant, randomWeights: Boolean(d.random_weights), precision: d.precision,
-    input: {resizeSize: inp.resize_size, cropSize: inp.crop_size, interpolation: inp.interpolation,
-      mean: inp.mean, std: inp.std, scale: inp.scale ?? 1 / 255, layout},
-    labels: d.labels, levels, levelNames: names, router,
+    input: inputSpec(inp), labels: d.labels, levels, levelNames: names, router,
   };
+}
+
+/** A manifest's ``input`` section (snake_case, defaults as in Python's InputSpec) as preprocessRGB's spec. */
+export function inputSpec(inp) {
+  return {resizeSize: inp.resize_size, cropSize: inp.crop_size, interpolation: inp.interpolation,
+    mean: inp.mean, std: inp.std, scale: inp.scale ?? 1 / 255, layout: inp.layout ?? 'NCHW'};
 }
 
 /** Parse manifest.json text; invalid JSON is a BundleError like any other. */
@@ -446,15 +450,15 @@ export class Dispatcher {
       routerScores: scores, logits: Array.from(logits), timingsMs: timings};
   }
 
-  /** Decode, preprocess, route and classify one image Blob/File. */
+  /** Decode, preprocess, route and classify one image Blob/File. The prediction also carries the
+   * model input (``input``), the cropped RGB it came from (``cropped``) and the photo's ``size``. */
   async predictBlob(blob, {policy = 'router', name} = {}) {
     const start = performance.now();
     const {rgb, width, height} = await decodeBlob(blob, name ?? blob.name ?? 'image');
     const t1 = performance.now();
-    const {tensor} = preprocessRGB(rgb, width, height, this.manifest.input);
+    const {tensor, cropped} = preprocessRGB(rgb, width, height, this.manifest.input);
     const t2 = performance.now();
     const pred = await this.predictTensor(tensor, {policy, start, timings: {decode: t1 - start, preprocess: t2 - t1}});
-    pred.size = [width, height];
-    return pred;
+    return Object.assign(pred, {input: tensor, cropped, size: [width, height]});
   }
 }

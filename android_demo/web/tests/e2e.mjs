@@ -106,10 +106,7 @@ async function main() {
       results.vectors = await page.evaluate(async (vectors) => {
         const athe = await import('./athe.js');
         const pre = vectors.preprocess.map((c) => {
-          const i = c.spec;
-          const spec = {resizeSize: i.resize_size, cropSize: i.crop_size, interpolation: i.interpolation,
-            mean: i.mean, std: i.std, scale: i.scale ?? 1 / 255, layout: i.layout ?? 'NCHW'};
-          const r = athe.preprocessRGB(Uint8Array.from(c.rgb), c.width, c.height, spec);
+          const r = athe.preprocessRGB(Uint8Array.from(c.rgb), c.width, c.height, athe.inputSpec(c.spec));
           return {tensor: Array.from(r.tensor), resized: Array.from(r.resized)};
         });
         const levels = vectors.choose_level.map((c) => athe.chooseLevel(c.scores, c.level_names, c.thresholds));
