@@ -8,7 +8,7 @@ matplotlib and smbus2), never torch. Importing this package imports nothing; the
 
 * ``athe.pi_runner.inputs``  image folders, ImageFolder datasets, CIFAR pickles, tar archives, camera
 * ``athe.pi_runner.runner``  ``run_bundle`` (one bundle) and ``compare_runs`` (interleaved)
-* ``athe.pi_runner.energy``  ``EnergyMeter`` backends: PMIC, INA2xx, powercap, hwmon, CSV, estimate
+* ``athe.pi_runner.meters``  ``EnergyMeter`` backends: PMIC, INA2xx, powercap, hwmon, CSV, estimate
 * ``athe.pi_runner.system``  governor, clocks, temperature, throttling before/after
 * ``athe.pi_runner.stats``   latency summaries per level; ``report``: JSONL, summary, CSV, PNGs
 * ``athe.pi_runner.cli``     ``athe run`` / ``python -m athe.pi_runner``

@@ -21,13 +21,13 @@ from typing import Any
 
 import click
 
-from athe.pi_runner.energy import METER_NAMES
+from athe.pi_runner.meters import METER_NAMES
 
 BACKENDS = ("litert", "executorch", "torch")
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean a bad setting or input: shown as one ``Error:`` line."""
-    from athe.pi_runner.energy import EnergyMeterError
     from athe.pi_runner.inputs import InputError
+    from athe.pi_runner.meters import EnergyMeterError
     from athe.runtime.backends import BackendError
     from athe.runtime.bundle import BundleError
     from athe.runtime.dispatcher import DispatchError

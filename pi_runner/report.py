@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from athe.pi_runner.energy import PerImageEnergy
+from athe.pi_runner.meters import PerImageEnergy
 from athe.pi_runner.stats import LatencySummary
 
 if TYPE_CHECKING:
@@ -362,7 +362,7 @@ def plot_energy_per_image(energy_by_level: Mapping[str, PerImageEnergy], path: P
     """Bars of mean J/image per level with ±1 std over repeats, each repeat as a dot.
 
     Args:
-        energy_by_level: level → :class:`~athe.pi_runner.energy.PerImageEnergy`.
+        energy_by_level: level → :class:`~athe.pi_runner.meters.PerImageEnergy`.
         path: PNG to write.
         kind: ``net`` (idle subtracted) or ``gross``.
 

@@ -56,7 +56,8 @@ from typing import Any
 
 from rich.markup import escape
 
-from athe.pi_runner.energy import (
+from athe.pi_runner.inputs import ImageSource, Sample, open_inputs
+from athe.pi_runner.meters import (
     EnergyMeter,
     EnergyReading,
     PerImageEnergy,
@@ -64,7 +65,6 @@ from athe.pi_runner.energy import (
     meter_from_spec,
     per_image_energy,
 )
-from athe.pi_runner.inputs import ImageSource, Sample, open_inputs
 from athe.pi_runner.report import (
     ENERGY_PNG,
     LATENCY_CDF_PNG,

@@ -23,7 +23,7 @@ def test_help_lists_subcommands_without_importing_torch():
 def test_runtime_and_pi_runner_import_with_torch_blocked():
     code = ("import sys; sys.modules['torch'] = None; "
             "import athe.runtime, athe.runtime.bundle, athe.runtime.dispatcher, athe.runtime.preprocess, "
-            "athe.runtime.backends, athe.runtime.manifest, athe.pi_runner, athe.pi_runner.energy, "
+            "athe.runtime.backends, athe.runtime.manifest, athe.pi_runner, athe.pi_runner.meters, "
             "athe.pi_runner.report, athe.pi_runner.system, athe.pi_runner.stats, athe.variants, athe.cli")
     subprocess.run([sys.executable, "-c", code], check=True)
 

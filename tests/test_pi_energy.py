@@ -1,4 +1,4 @@
-"""Energy meters against fakes with known joules (athe.pi_runner.energy).
+"""Energy meters against fakes with known joules (athe.pi_runner.meters).
 
 Every backend is checked against a fake source whose energy is known: a fake ``vcgencmd`` on
 PATH (constant power), a fake sysfs tree (powercap counter wrap, hwmon power and energy), a
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from athe.pi_runner import energy as en
+from athe.pi_runner import meters as en
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -475,6 +475,49 @@ def test_meter_from_spec(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="csv:PATH"):
         en.meter_from_spec("csv")
 
+
+# --------------------------------------------------------------------------------------------
+# registry
+
+
+def test_registry_lists_every_meter_and_the_auto_order(tmp_path: Path) -> None:
+    assert en.METER_NAMES == ("auto", "none", "pmic", "ina219", "ina226", "ina260", "powercap",
+                              "hwmon", "csv", "estimate")
+    assert en.meter_names() == en.METER_NAMES
+    by_name = {name: entry.meter for entry in en.registry.entries() for name in entry.names}
+    assert by_name == {
+        "pmic": en.PmicMeter, "ina219": en.Ina2xxMeter, "ina226": en.Ina2xxMeter,
+        "ina260": en.Ina2xxMeter, "powercap": en.PowercapMeter, "hwmon": en.HwmonMeter,
+        "csv": en.CsvLogMeter, "estimate": en.EstimateMeter,
+    }
+    # auto: PMIC, INA226/INA260, hwmon, powercap; never the CSV log or an estimate
+    assert [(e.auto_label, e.meter) for e in en.registry.auto_order()] == [
+        ("pmic", en.PmicMeter), ("ina2xx", en.Ina2xxMeter), ("hwmon", en.HwmonMeter),
+        ("powercap", en.PowercapMeter),
+    ]
+    meter, message = en.auto_meter(tmp_path, str(tmp_path / "no-vcgencmd"),
+                                   i2c_bus=FakeInaBus({}, address=0x41))  # nothing at 0x40
+    assert meter is None
+    tried = [message.index(f"{label}: ") for label in ("(pmic", "; ina2xx", "; hwmon", "; powercap")]
+    assert tried == sorted(tried)
+
+
+def test_a_new_meter_is_one_registered_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(en.registry, "_ENTRIES", list(en.registry._ENTRIES))
+
+    @en.register_meter("fixed", order=55)
+    class FixedMeter(en.EstimateMeter):
+        method = "fixed"
+
+        @classmethod
+        def from_spec(cls, name: str, arg: str, context: en.MeterContext) -> FixedMeter:
+            return cls(float(arg or 1.0))
+
+    assert en.meter_names()[-3:] == ("csv", "fixed", "estimate")
+    meter, message = en.meter_from_spec("fixed:2")
+    assert isinstance(meter, FixedMeter) and meter.watts == 2.0 and message.startswith("using fixed")
+    with pytest.raises(ValueError, match="already registered"):
+        en.register_meter("csv", order=99)(FixedMeter)
 
 # --------------------------------------------------------------------------------------------
 # idle protocol

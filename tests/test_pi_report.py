@@ -16,7 +16,7 @@ from rich.console import Console
 
 from athe.pi_runner import report as rp
 from athe.pi_runner import stats as st
-from athe.pi_runner.energy import EnergyReading, PerImageEnergy
+from athe.pi_runner.meters import EnergyReading, PerImageEnergy
 from athe.pi_runner.system import compare_snapshots, snapshot
 
 

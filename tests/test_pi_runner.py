@@ -413,7 +413,7 @@ def test_run_bundle_csv_meter(bundle: Path, image_folder: Path, tmp_path: Path) 
 @pytest.mark.slow
 def test_meter_failing_mid_run_marks_energy_invalid(bundle: Path, image_folder: Path,
                                                     tmp_path: Path) -> None:
-    from athe.pi_runner.energy import EnergyMeter, EnergyReading
+    from athe.pi_runner.meters import EnergyMeter, EnergyReading
     from athe.pi_runner.runner import run_bundle
 
     class FlakyMeter(EnergyMeter):

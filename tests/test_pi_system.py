@@ -145,7 +145,7 @@ def test_imports_without_torch_or_smbus2() -> None:
         "import sys\n"
         "sys.modules['torch'] = None\n"
         "sys.modules['smbus2'] = None\n"
-        "import athe.pi_runner.energy, athe.pi_runner.system, athe.pi_runner.stats\n"
+        "import athe.pi_runner.meters, athe.pi_runner.system, athe.pi_runner.stats\n"
         "import athe.pi_runner.report\n"
         "assert sys.modules['torch'] is None\n"
         "assert 'matplotlib' not in sys.modules, 'plots must import matplotlib lazily'\n"
