@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +43,20 @@ from .bundle import BundleError
 from .dispatcher import Dispatcher, DispatchError, parse_thresholds
 from .manifest import InputSpec
 from .preprocess import ImageError
+from .stats import LatencySummary, summarize_latency
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 TARGET_SHARE = 0.03
 
 
-def summarize(samples_ms: list[float]) -> dict[str, float]:
-    """``{n, mean, p50, p90, p99, min, max}`` of a list of milliseconds."""
-    a = np.asarray(samples_ms, dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0}
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"n": int(a.size), "mean": float(a.mean()), "p50": float(p50), "p90": float(p90),
-            "p99": float(p99), "min": float(a.min()), "max": float(a.max())}
+def summarize(samples_ms: list[float]) -> LatencySummary | None:
+    """The latency summary (``athe.runtime.stats``) of a list of milliseconds; None when empty.
+
+    ``glue`` (total minus the stages) can round to -1e-13 ms; values are clipped at 0.
+    """
+    if not samples_ms:
+        return None
+    return summarize_latency(np.clip(np.asarray(samples_ms, dtype=np.float64), 0.0, None) / 1e3)
 
 
 @dataclass
@@ -92,9 +94,9 @@ class BenchmarkResult:
         return {
             "info": self.info,
             "summary": {
-                "router": summarize(self.router_ms),
-                "levels": {k: summarize(v) for k, v in self.level_ms.items()},
-                "stages": {k: summarize(v) for k, v in self.stages_ms.items()},
+                "router": _as_dict(summarize(self.router_ms)),
+                "levels": {k: _as_dict(summarize(v)) for k, v in self.level_ms.items()},
+                "stages": {k: _as_dict(summarize(v)) for k, v in self.stages_ms.items()},
                 "shares": self.shares(),
                 "level_counts": self.level_counts,
             },
@@ -113,7 +115,8 @@ class BenchmarkResult:
 
         def row(name: str, samples: list[float]) -> None:
             s = summarize(samples)
-            lines.append(f"{name:<28}{s['mean']:>9.3f}{s['p50']:>9.3f}{s['p90']:>9.3f}{s['p99']:>9.3f}")
+            assert s is not None
+            lines.append(f"{name:<28}{s.mean_ms:>9.3f}{s.p50_ms:>9.3f}{s.p90_ms:>9.3f}{s.p99_ms:>9.3f}")
 
         if self.router_ms:
             row("router alone", self.router_ms)
@@ -136,6 +139,13 @@ class BenchmarkResult:
             f"levels served: {mix}",
         ]
         return "\n".join(lines)
+
+
+def _as_dict(summary: LatencySummary | None) -> dict[str, Any] | None:
+    """For JSON: NaN (the spread of one sample) and inf become None."""
+    if summary is None:
+        return None
+    return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in asdict(summary).items()}
 
 
 def _timed(fn: Callable[[], object], count: int, warmup: int) -> list[float]:

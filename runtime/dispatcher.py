@@ -15,8 +15,8 @@ Policies (the ``policy`` argument; parsed by ``parse_policy``):
 
 ``router``
     Default. Run the router, pick the cheapest level whose predicted correctness is at least
-    its threshold (``choose_level``); the richest level is the fallback. ``thresholds``
-    overrides some or all of the bundle's calibrated thresholds.
+    its threshold (``athe.runtime.routing.choose_level``); the richest level is the fallback.
+    ``thresholds`` overrides some or all of the bundle's calibrated thresholds.
 ``fixed:<level>``
     Always that level (the static baselines).
 ``random:<fraction>``
@@ -46,8 +46,8 @@ import numpy as np
 
 from .backends import BACKEND_FORMATS, Backend, LoadedModel, load_backend
 from .bundle import Bundle, BundleError
-from .manifest import choose_level
 from .preprocess import MAX_PIXELS, ImageInput, Preprocessor
+from .routing import choose_level
 
 #: Stage names in ``Prediction.timings_ms``.
 STAGES = ("decode", "preprocess", "route", "infer", "total")
@@ -219,20 +219,29 @@ class ArtifactLoad:
     rss_method: str
 
 
-def rss_bytes() -> tuple[int | None, str]:
-    """Current resident memory: ``/proc/self/status`` VmRSS, else peak RSS from ``getrusage``."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024, "VmRSS"
-    except OSError:
-        pass
+def rss_bytes(peak: bool = False) -> tuple[int | None, str]:
+    """Resident memory of this process and how it was read (the one RSS probe of the project).
+
+    Args:
+        peak: the peak so far (``getrusage`` ``ru_maxrss``) instead of the current value.
+
+    Returns:
+        ``(bytes or None, method)``: current is ``/proc/self/status`` VmRSS, else (no /proc)
+        the peak, method ``"ru_maxrss (peak)"``; ``(None, "unavailable")`` without either.
+    """
+    if not peak:
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024, "VmRSS"
+        except OSError:
+            pass
     try:
         import resource
         import sys
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return (peak if sys.platform == "darwin" else peak * 1024), "ru_maxrss (peak)"
+        value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(value if sys.platform == "darwin" else value * 1024), "ru_maxrss (peak)"
     except (ImportError, OSError):
         return None, "unavailable"
 

@@ -1,8 +1,10 @@
 """Router training: per-level correctness labels from the trained backbone, then a tiny CNN.
 
 Images: the backbone run's ``router`` split (held out from backbone training) trains the
-router; the ``val`` split is cut in two seeded halves: ``calib`` chooses the thresholds,
-``test`` reports routed accuracy on images neither the router nor the thresholds saw.
+router; the ``val`` split is cut in two seeded halves (``athe.runtime.split.val_halves``):
+``calib`` chooses the thresholds, ``test`` reports routed accuracy on images neither the router
+nor the thresholds saw. Both halves are stored in the backbone run's ``split.json`` (keys
+``calib`` and ``test``), where ``athe eval --split-from`` reads them.
 
 Output (in the run directory): ``router.pt``, ``calibration.json`` and ``athe-checkpoint.pt``
 (backbone fp16 + router + thresholds + classes + card), which ``athe convert`` reads.
@@ -19,7 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from athe.training.calibrate import calibrate, evaluate_thresholds
+from athe.runtime.routing import score_accuracy
+from athe.runtime.split import with_val_halves
+from athe.training.calibrate import calibrate_router
 from athe.training.data import load_imageset
 from athe.training.model import load_model
 from athe.training.router import RouterCNN, build_router, router_macs
@@ -90,7 +94,7 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
         raise ValueError(f"variant {variant.name!r} has no router")
     out_dir = Path(out) if out else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = json.loads((run_dir / "split.json").read_text())
+    split = store_val_halves(run_dir / "split.json")
     images = load_imageset(data or cfg.data, cfg.dataset)
     if images.classes != split["classes"]:
         raise ValueError(f"classes in {data or cfg.data!r} differ from the backbone run's split.json")
@@ -106,33 +110,24 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
         return x, y, correctness_labels(logits, y, names), logits
 
     x_r, _, c_r, _ = labelled(split["router"])
-    val = np.asarray(split["val"])
-    halves = np.random.default_rng(cfg.split_seed + 7).permutation(len(val))
-    calib_idx, test_idx = np.sort(val[halves[: len(val) // 2]]), np.sort(val[halves[len(val) // 2:]])
+    calib_idx, test_idx = np.asarray(split["calib"]), np.asarray(split["test"])
     x_c, _, c_c, _ = labelled(calib_idx)
     x_t, _, c_t, _ = labelled(test_idx)
 
     router = build_router(variant)
     history = train_router(router, x_r, c_r, epochs=epochs, seed=cfg.seed)
     p_c, p_t = router_probs(router, x_c), router_probs(router, x_t)
-    router_acc = {n: float(100.0 * ((p_t[:, j] >= 0.5) == c_t[:, j]).mean()) for j, n in enumerate(names)}
+    router_acc = dict(zip(names, score_accuracy(p_t, c_t, [0.5] * len(names)).tolist(), strict=True))
     macs = [variant.macs(n) for n in names]
     r_macs = router_macs(router)
     target_delta = variant.router.target_delta if delta is None else delta
-    cal = calibrate(p_c, c_c, names, macs, delta=target_delta)
-    ths = [cal.thresholds[n] for n in names[:-1]]
-    t_acc, t_cost, t_choice = evaluate_thresholds(p_t, c_t, np.asarray(macs, float), ths)
-    test = {
-        "n": int(len(test_idx)), "routed_accuracy": t_acc,
-        "level_accuracy": {n: float(100.0 * c_t[:, j].mean()) for j, n in enumerate(names)},
-        "routed_fraction": {n: float((t_choice == j).mean()) for j, n in enumerate(names)},
-        "mean_macs": t_cost + r_macs, "dense_macs": macs[-1],
-        "mean_macs_ratio": (t_cost + r_macs) / macs[-1],
-    }
+    cal, test = calibrate_router(p_c, c_c, p_t, c_t, names, macs, router_macs=r_macs, delta=target_delta)
+    t_acc = test["routed_accuracy"]
     calibration = {"target": cal.target, "calib": cal.to_dict(), "test": test,
                    "router_accuracy": router_acc, "router_macs": r_macs,
-                   "router_train_loss": history, "split": {"router": len(split["router"]),
-                                                           "calib": len(calib_idx), "test": len(test_idx)}}
+                   "router_train_loss": history,
+                   "split": {"router": len(split["router"]), "calib": len(calib_idx), "test": len(test_idx),
+                             "halves": "split.json of the backbone run (keys calib, test)"}}
     torch.save(router.state_dict(), out_dir / "router.pt")
     (out_dir / "calibration.json").write_text(json.dumps(calibration, indent=2))
     card = {
@@ -147,6 +142,19 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
                          cal.thresholds, images.classes, calibration, card)
     (out_dir / "card.json").write_text(json.dumps(card, indent=2))
     return card
+
+
+def store_val_halves(split_file: Path) -> dict:
+    """Read a backbone run's ``split.json``, add the ``calib``/``test`` halves of ``val`` if it
+    lacks them (``athe.runtime.split.with_val_halves``), write it back atomically, return it."""
+    split = json.loads(split_file.read_text())
+    if "calib" in split and "test" in split:
+        return split
+    split = with_val_halves(split)
+    tmp = split_file.with_name(split_file.name + ".tmp")
+    tmp.write_text(json.dumps(split))
+    tmp.replace(split_file)
+    return split
 
 
 def save_athe_checkpoint(path: Path, variant: Variant, backbone_state: dict, router: RouterCNN | None,
