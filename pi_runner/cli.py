@@ -8,8 +8,8 @@ Two subcommands; a first argument that is not a subcommand means ``measure``, so
     python -m athe.pi_runner BUNDLE --input PATH    # the same, without the athe entry point
 
 (A bundle folder literally named ``compare`` or ``measure``: write ``./compare``.)
-Each command parses its options and calls one library function in
-:mod:`athe.pi_runner.runner`.
+Each command parses its options and calls one library function:
+:func:`athe.pi_runner.runner.run_bundle` or :func:`athe.pi_runner.compare.compare_runs`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import click
 from athe.pi_runner.meters import METER_NAMES
 
 BACKENDS = ("litert", "executorch", "torch")
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean a bad setting or input: shown as one ``Error:`` line."""
     from athe.pi_runner.inputs import InputError
@@ -168,7 +170,7 @@ def compare(bundles: tuple[Path, ...], policies: str, input_spec: str, backend: 
             seed: int, energy: str, idle_seconds: float, out: Path | None, no_progress: bool,
             no_plots: bool, fsync: bool) -> None:
     """Run BUNDLES × --policies interleaved on the same images; print ratios to the first."""
-    from athe.pi_runner.runner import compare_runs
+    from athe.pi_runner.compare import compare_runs
 
     policy_list = [p.strip() for p in policies.split(",") if p.strip()]
     out = out or _default_out("compare")

@@ -26,7 +26,8 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
@@ -103,6 +104,15 @@ def environment_info(packages: Sequence[str] = REPORTED_PACKAGES) -> dict[str, A
         "machine": platform.machine(),
         "packages": versions,
     }
+
+
+def random_weights(manifest: Any) -> bool:
+    """Whether a bundle's weights are random (seeded, untrained): accuracy is then meaningless.
+
+    The one rule the runner and ``athe eval`` share: the manifest's ``random_weights``, or its
+    ``checkpoint`` record's (``athe convert --random-weights`` sets both).
+    """
+    return bool(manifest.random_weights) or bool((manifest.checkpoint or {}).get("random_weights"))
 
 
 def _dumps(value: Any) -> str:
@@ -296,7 +306,8 @@ class RunRecorder:
 # Plots (matplotlib's Agg canvas directly: no pyplot, no global backend change)
 
 
-def _figure(width: float = 6.4, height: float = 4.0) -> Figure:
+def new_figure(width: float = 6.4, height: float = 4.0) -> Figure:
+    """A matplotlib figure on an Agg canvas (no pyplot state); says how to install matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -309,7 +320,8 @@ def _figure(width: float = 6.4, height: float = 4.0) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` (folders created); returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -324,7 +336,7 @@ def plot_latency_cdf(latencies_by_level: Mapping[str, Sequence[float]], path: Pa
         latencies_by_level: level → latencies in seconds (e.g. also ``"overall"``).
         path: PNG to write.
     """
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     for level, values in latencies_by_level.items():
         ms = np.sort(np.asarray(values, dtype=np.float64)) * 1e3
@@ -339,13 +351,13 @@ def plot_latency_cdf(latencies_by_level: Mapping[str, Sequence[float]], path: Pa
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_routed_fraction(fractions: Mapping[str, float], path: Path,
                          title: str = "Routed fraction per level") -> Path:
     """Bar chart of the fraction of images dispatched to each level."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     names, values = list(fractions), [fractions[n] for n in fractions]
     bars = ax.bar(names, values, color="tab:blue")
@@ -354,7 +366,7 @@ def plot_routed_fraction(fractions: Mapping[str, float], path: Path,
     ax.set_ylabel("fraction of images")
     ax.set_xlabel("level")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_energy_per_image(energy_by_level: Mapping[str, PerImageEnergy], path: Path,
@@ -371,7 +383,7 @@ def plot_energy_per_image(energy_by_level: Mapping[str, PerImageEnergy], path: P
     """
     if kind not in ("net", "gross"):
         raise ValueError(f"kind must be 'net' or 'gross', got {kind!r}")
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     names = list(energy_by_level)
     tops = [0.0]
@@ -400,14 +412,39 @@ def plot_energy_per_image(energy_by_level: Mapping[str, PerImageEnergy], path: P
     methods = sorted({e.method for e in energy_by_level.values()})
     ax.set_title(f"{title}\n[{', '.join(methods)}]" + (" — MODEL ESTIMATE, not measured"
                                                        if estimate else ""))
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def plot_run(out: Path, rows: Sequence[Mapping[str, Any]], routed: Mapping[str, float],
+             energy: Mapping[str, PerImageEnergy], level_names: Sequence[str], policy: str,
+             where: str) -> dict[str, Path]:
+    """A run's PNGs in ``out``: latency CDF per level (+ overall), routed fraction, and with
+    ``energy`` (per pass) the energy bars. ``where`` names variant, backend and threads."""
+    by_level: dict[str, list[float]] = {}
+    for row in rows:
+        by_level.setdefault(row["level"], []).append(row["stages_ms"]["total"] / 1e3)
+    ordered = {lv: by_level[lv] for lv in level_names if lv in by_level}
+    if len(ordered) > 1:
+        ordered["overall"] = [r["stages_ms"]["total"] / 1e3 for r in rows]
+    files = {
+        "latency_cdf": plot_latency_cdf(ordered, out / LATENCY_CDF_PNG, title=f"Latency CDF per level ({where})"),
+        "routed_fraction": plot_routed_fraction(
+            routed, out / ROUTED_FRACTION_PNG, title=f"Routed fraction per level\npolicy {policy}, {len(rows)} images"),
+    }
+    if energy:
+        kind = "net" if all(e.net_j_per_image is not None for e in energy.values()) else "gross"
+        files["energy"] = plot_energy_per_image(
+            energy, out / ENERGY_PNG, kind=kind,
+            title=f"Energy per image, policy run and fixed-level passes\n({where})")
+    return files
 
 
 # --------------------------------------------------------------------------------------------
-# Terminal table
+# Terminal tables and progress
 
 
-def _fmt(value: float, spec: str = ".2f") -> str:
+def fmt_value(value: float | None, spec: str = ".2f") -> str:
+    """``value`` formatted with ``spec``; ``–`` for None, NaN and infinities."""
     return "–" if value is None or not math.isfinite(value) else format(value, spec)
 
 
@@ -433,14 +470,73 @@ def print_latency_table(summaries: Mapping[str, LatencySummary],
     for column in columns:
         table.add_column(column, justify="left" if column == "level" else "right")
     for level, s in summaries.items():
-        cells = [level, str(s.count), _fmt(s.mean_ms), _fmt(s.p50_ms), _fmt(s.p90_ms),
-                 _fmt(s.p99_ms), _fmt(s.throughput_per_s, ".1f")]
+        cells = [level, str(s.count), fmt_value(s.mean_ms), fmt_value(s.p50_ms), fmt_value(s.p90_ms),
+                 fmt_value(s.p99_ms), fmt_value(s.throughput_per_s, ".1f")]
         if routed is not None:
             cells.append(f"{routed[level]:.1%}" if level in routed else "")
         if energy is not None:
             e = energy.get(level)
             cells.append("" if e is None else (
-                f"{_fmt(e.net_mean, '.3g')} ± {_fmt(e.net_std, '.2g')}"
+                f"{fmt_value(e.net_mean, '.3g')} ± {fmt_value(e.net_std, '.2g')}"
                 + (" est" if e.is_estimate else "") if e.valid else "invalid"))
         table.add_row(*cells)
     (console or Console()).print(table)
+
+
+def print_energy_table(energy: Mapping[str, PerImageEnergy], console: Console,
+                       title: str = "Energy per image (J), mean ± std over repeats") -> None:
+    """Gross and net J/image per run, idle watts, repeats and validity; estimates say so."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    methods = sorted({e.method for e in energy.values()})
+    title += f" ({', '.join(methods)})"
+    if any(e.is_estimate for e in energy.values()):
+        title += " MODEL ESTIMATE, not measured"
+    table = Table(title=title)
+    for column in ("run", "gross J/img", "net J/img", "idle W", "n", "valid"):
+        table.add_column(column, justify="left" if column in ("run", "valid") else "right")
+    for name, e in energy.items():
+        net = (f"{fmt_value(e.net_mean, '.3g')} ± {fmt_value(e.net_std, '.2g')}"
+               if e.net_j_per_image is not None else "–")
+        table.add_row(escape(name), f"{fmt_value(e.gross_mean, '.3g')} ± {fmt_value(e.gross_std, '.2g')}",
+                      net, fmt_value(e.idle_watts, ".3g"), str(len(e.gross_j_per_image)),
+                      "yes" if e.valid else escape(f"NO: {e.invalid_reason}"))
+    console.print(table)
+
+
+class ProgressBar:
+    """A rich progress bar (or nothing): ``advance()`` per image, ``label(text)`` per pass."""
+
+    def __init__(self, progress: Any, total: int) -> None:
+        self._progress = progress
+        self._task = progress.add_task("warm-up", total=total) if progress is not None else None
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def label(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=text)
+
+
+@contextmanager
+def progress_bar(console: Console, enabled: bool, total: int) -> Iterator[ProgressBar]:
+    """A progress bar over ``total`` images, refreshed 4x per second (little CPU next to a run)."""
+    if not enabled:
+        yield ProgressBar(None, total)
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  refresh_per_second=4) as progress:
+        yield ProgressBar(progress, total)

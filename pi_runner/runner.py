@@ -1,4 +1,4 @@
-"""Measure a bundle on this device and write the report: ``run_bundle`` and ``compare_runs``.
+"""Measure a bundle on this device and write the report: ``run_bundle``.
 
 ``run_bundle`` (what ``athe run BUNDLE --input PATH`` does), in order:
 
@@ -29,11 +29,8 @@ Energy per image is gross (meter window joules / images) and net (minus idle wat
 seconds), mean ± sample std over the repeats; the window covers the whole pass, i.e. the
 dispatcher plus the runner's own per-image bookkeeping (a JSONL write, a progress tick).
 
-``compare_runs`` (``athe run compare``) runs several bundles and/or policies in one process on the
-same images, round-robin per image (the candidate order rotates per image), and reports latency
-and accuracy as ratios/deltas against the first; with a meter it then measures energy in
-whole-pass windows, one per candidate per repeat, rotating the order per repeat (an image-level
-interleave cannot be metered: windows that short are below any meter's resolution).
+``compare_runs`` (``athe run compare``, several bundles/policies interleaved) lives in
+:mod:`athe.pi_runner.compare` and reuses this module's pieces.
 
 Example::
 
@@ -45,8 +42,6 @@ Example::
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,20 +61,24 @@ from athe.pi_runner.meters import (
     per_image_energy,
 )
 from athe.pi_runner.report import (
-    ENERGY_PNG,
-    LATENCY_CDF_PNG,
     PER_IMAGE_JSONL,
-    ROUTED_FRACTION_PNG,
     JsonlWriter,
     RunRecorder,
     environment_info,
-    plot_energy_per_image,
-    plot_latency_cdf,
-    plot_routed_fraction,
+    plot_run,
+    print_energy_table,
     print_latency_table,
+    progress_bar,
+    random_weights,
     to_jsonable,
 )
-from athe.pi_runner.stats import OVERALL, routed_fraction, summarize_by_level, summarize_latency
+from athe.pi_runner.stats import (
+    OVERALL,
+    accuracy_of,
+    latency_report,
+    stage_seconds,
+    summarize_latency,
+)
 from athe.pi_runner.system import (
     GuardResult,
     SystemSnapshot,
@@ -102,6 +101,34 @@ LEVEL_ENERGY_METHOD = (
     "meter window (J/image if every image ran at that level); not apportioned by inference time"
 )
 
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How a run measures (``run_bundle``'s and ``compare_runs``' settings after validation).
+
+    Attributes:
+        out: report folder.
+        warmup: warm-up images (0: none).
+        repeat: passes over the same images.
+        idle_seconds: idle baseline window (0: none).
+        level_energy: with a meter, also fixed-level passes (``run_bundle`` only).
+        progress: show a progress bar.
+        plots: write the PNGs.
+        fsync: fsync every row.
+        energy: the ``--energy`` spec as given, for the record (None: a meter object or none).
+    """
+
+    out: Path
+    warmup: int = 10
+    repeat: int = 3
+    idle_seconds: float = 10.0
+    level_energy: bool = True
+    progress: bool = True
+    plots: bool = True
+    fsync: bool = False
+    energy: str | None = None
+
+
 @dataclass
 class RunResult:
     """What a run wrote.
@@ -118,16 +145,6 @@ class RunResult:
 
 
 # -- small pieces ----------------------------------------------------------------------------
-def peak_rss_bytes() -> int | None:
-    """Peak resident memory of this process (``getrusage`` ``ru_maxrss``), None without it."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
 def open_meter(energy: str | EnergyMeter | None) -> tuple[EnergyMeter | None, str]:
     """An ``--energy`` value (or a meter object, or None) → ``(meter or None, message)``."""
     if energy is None:
@@ -177,20 +194,20 @@ def load_bundle(bundle: str | Path, backend: str | Any = "litert", threads: int 
         "path": str(opened.path), "variant": opened.variant, "levels": opened.level_names,
         "router": opened.router is not None, "labels": len(opened.labels),
         "manifest_sha256": sha256_file(opened.path / MANIFEST_NAME),
-        "random_weights": manifest.random_weights, "precision": manifest.precision,
+        "random_weights": random_weights(manifest), "precision": manifest.precision,
         "created_with": manifest.created_with,
         "load": {
             "bundle_verify_s": t1 - t0, "dispatcher_init_s": t2 - t1,
             "models_load_s": sum(load.seconds for load in dispatcher.loads),
             "artifacts": [asdict(load) for load in dispatcher.loads],
             "rss_after_load_bytes": rss, "rss_method": rss_method,
-            "peak_rss_after_load_bytes": peak_rss_bytes(),
+            "peak_rss_after_load_bytes": rss_bytes(peak=True)[0],
         },
     }
     return LoadedBundle(dispatcher, info)
 
 
-def _rotated(items: Sequence[Any], start: int) -> list[Any]:
+def rotated(items: Sequence[Any], start: int) -> list[Any]:
     if not items:
         return []
     k = start % len(items)
@@ -251,44 +268,8 @@ def warm_up(dispatcher: Dispatcher, samples: Sequence[Sample], count: int) -> in
     return len(models)
 
 
-class _Bar:
-    """A rich progress bar (or nothing): ``advance()`` per image, ``label(text)`` per pass."""
-
-    def __init__(self, progress: Any, total: int) -> None:
-        self._progress = progress
-        self._task = progress.add_task("warm-up", total=total) if progress is not None else None
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
-
-    def label(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=text)
-
-
-@contextmanager
-def progress_bar(console: Any, enabled: bool, total: int) -> Iterator[_Bar]:
-    """A progress bar over ``total`` images, refreshed 4x per second (little CPU next to a run)."""
-    if not enabled:
-        yield _Bar(None, total)
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  refresh_per_second=4) as progress:
-        yield _Bar(progress, total)
-
-
-def _console(console: Any) -> Any:
+def default_console(console: Any) -> Any:
+    """``console``, or a new stdout rich console."""
     if console is not None:
         return console
     from rich.console import Console
@@ -296,8 +277,9 @@ def _console(console: Any) -> Any:
     return Console()
 
 
-def _say_weights(console: Any, random_weights: bool) -> None:
-    if random_weights:
+def say_weights(console: Any, random: bool) -> None:
+    """One line on the weights: a red RANDOM WEIGHTS banner, or "trained"."""
+    if random:
         console.print("[bold white on red] RANDOM WEIGHTS [/] the bundle manifest says "
                       "random_weights=true: latency and energy are real, accuracy is meaningless")
     else:
@@ -305,49 +287,9 @@ def _say_weights(console: Any, random_weights: bool) -> None:
 
 
 # -- summaries -------------------------------------------------------------------------------
-def _accuracy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    scored = [r for r in rows if r.get("correct") is not None]
-    if not scored:
-        return None
-    per_level: dict[str, dict[str, Any]] = {}
-    for level in dict.fromkeys(r["level"] for r in scored):
-        hits = [bool(r["correct"]) for r in scored if r["level"] == level]
-        per_level[level] = {"count": len(hits), "top1": sum(hits) / len(hits)}
-    correct = sum(bool(r["correct"]) for r in scored)
-    return {"labelled": len(scored), "correct": correct, "top1": correct / len(scored),
-            "per_level": per_level}
-
-
-def _stage_seconds(rows: Sequence[Mapping[str, Any]], stage: str) -> list[float]:
-    # route = elapsed - infer can round to -1e-13 ms; anything more negative is a timer bug.
-    values = [r["stages_ms"][stage] for r in rows]
-    if any(v < -1e-6 for v in values):
-        raise ValueError(f"negative {stage} time in the rows: the timer is broken")
-    return [max(v, 0.0) / 1e3 for v in values]
-
-
-def latency_report(rows: Sequence[Mapping[str, Any]], level_names: Sequence[str]) -> dict[str, Any]:
-    """Summaries of per-image rows: per level and overall, per stage, routed fraction, accuracy.
-
-    Returns:
-        ``{"count", "latency_ms", "stages_ms", "routed_fraction", "accuracy"}``; the latency
-        values are :class:`~athe.pi_runner.stats.LatencySummary` (``"overall"`` included).
-    """
-    if not rows:
-        return {"count": 0, "latency_ms": {}, "stages_ms": {}, "routed_fraction": {}, "accuracy": None}
-    levels = [r["level"] for r in rows]
-    return {
-        "count": len(rows),
-        "latency_ms": summarize_by_level(_stage_seconds(rows, "total"), levels, level_names),
-        "stages_ms": {stage: summarize_by_level(_stage_seconds(rows, stage), levels, level_names)
-                      for stage in STAGES},
-        "routed_fraction": routed_fraction(levels, level_names),
-        "accuracy": _accuracy(rows),
-    }
-
-
-def _energy_of(readings: Sequence[EnergyReading], images: int, idle: EnergyReading | None,
-               complete: bool) -> PerImageEnergy | None:
+def energy_of(readings: Sequence[EnergyReading], images: int, idle: EnergyReading | None,
+              complete: bool) -> PerImageEnergy | None:
+    """Per-image energy of a run's meter windows (None: no window); a partial run needs 1 repeat."""
     if not readings:
         return None
     return per_image_energy(readings, images, idle=idle,
@@ -383,7 +325,7 @@ def _energy_block(state: _RunState, complete: bool) -> tuple[dict[str, Any], dic
         return {"enabled": False, "message": state.meter_text}, {}
     idle = state.idle if state.idle is not None else None
     per_run = {name: e for name in state.readings
-               if (e := _energy_of(state.readings[name], state.images_per_repeat, idle, complete))
+               if (e := energy_of(state.readings[name], state.images_per_repeat, idle, complete))
                is not None}
     return {
         "enabled": True, "message": state.meter_text, "method": state.meter.method,
@@ -409,8 +351,8 @@ def build_summary(rows: Sequence[Mapping[str, Any]], state: _RunState, complete:
                   "throttle_reasons": g.throttle_reasons, "warnings": g.warnings,
                   "temp_rise_c": g.temp_rise_c}
     side = {name: {"count": len(rs),
-                   "latency_ms": summarize_latency(_stage_seconds(rs, "total")) if rs else None,
-                   "accuracy": _accuracy(rs)}
+                   "latency_ms": summarize_latency(stage_seconds(rs, "total")) if rs else None,
+                   "accuracy": accuracy_of(rs)}
             for name, rs in state.side_rows.items()}
     return {
         "random_weights": state.bundle["random_weights"],
@@ -424,38 +366,13 @@ def build_summary(rows: Sequence[Mapping[str, Any]], state: _RunState, complete:
                  "images_per_s_per_repeat": [state.images_per_repeat / s for s in seconds if s > 0]},
         "level_passes": side,
         "energy": energy,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": rss_bytes(peak=True)[0],
         "system": system,
         "environment": state.environment,
     }
 
 
 # -- printing --------------------------------------------------------------------------------
-def _fmt(value: float | None, spec: str = ".3g") -> str:
-    return "–" if value is None or not math.isfinite(value) else format(value, spec)
-
-
-def print_energy_table(energy: Mapping[str, PerImageEnergy], console: Any,
-                       title: str = "Energy per image (J), mean ± std over repeats") -> None:
-    """Gross and net J/image per run, idle watts, repeats and validity; estimates say so."""
-    from rich.table import Table
-
-    methods = sorted({e.method for e in energy.values()})
-    title += f" ({', '.join(methods)})"
-    if any(e.is_estimate for e in energy.values()):
-        title += " MODEL ESTIMATE, not measured"
-    table = Table(title=title)
-    for column in ("run", "gross J/img", "net J/img", "idle W", "n", "valid"):
-        table.add_column(column, justify="left" if column in ("run", "valid") else "right")
-    for name, e in energy.items():
-        net = (f"{_fmt(e.net_mean)} ± {_fmt(e.net_std, '.2g')}" if e.net_j_per_image is not None
-               else "–")
-        table.add_row(escape(name), f"{_fmt(e.gross_mean)} ± {_fmt(e.gross_std, '.2g')}", net,
-                      _fmt(e.idle_watts), str(len(e.gross_j_per_image)),
-                      "yes" if e.valid else escape(f"NO: {e.invalid_reason}"))
-    console.print(table)
-
-
 def _print_end(console: Any, report: dict[str, Any], per_run: dict[str, PerImageEnergy],
                state: _RunState, files: Mapping[str, Path]) -> None:
     level_energy = {lv: per_run[f"fixed:{lv}"] for lv in state.level_names if f"fixed:{lv}" in per_run}
@@ -471,24 +388,24 @@ def _print_end(console: Any, report: dict[str, Any], per_run: dict[str, PerImage
     acc = report["accuracy"]
     if acc is not None:
         console.print(f"accuracy: {acc['top1']:.2%} top-1 over {acc['labelled']} labelled images")
-    peak = peak_rss_bytes()
+    peak = rss_bytes(peak=True)[0]
     console.print(f"model load {1e3 * state.bundle['load']['models_load_s']:.1f} ms, peak RSS "
                   + (f"{peak / 2**20:.0f} MiB" if peak is not None else "unknown"))
     if state.guard is not None and state.guard.throttled:
         console.print(f"[bold red]THROTTLED during the run:[/] {escape('; '.join(state.guard.throttle_reasons))}")
-    _say_weights(console, state.bundle["random_weights"])
+    say_weights(console, state.bundle["random_weights"])
     console.print(f"report: {', '.join(str(p) for p in files.values())}", markup=False)
 
 
 # -- the run ---------------------------------------------------------------------------------
-def _check_out(out: Path, *names: str) -> None:
+def check_out(out: Path, *names: str) -> None:
     for name in names:
         if (out / name).exists():
             raise FileExistsError(f"{out / name} exists: pick a new --out folder (rows of two runs "
                                   "must not mix)")
 
 
-def _open_source(inputs: str | Path | ImageSource | Sequence[Sample], labels: Sequence[str],
+def open_source(inputs: str | Path | ImageSource | Sequence[Sample], labels: Sequence[str],
                  limit: int | None, shuffle: int | None, split: str,
                  ignore_labels: bool) -> ImageSource:
     if isinstance(inputs, ImageSource):
@@ -501,7 +418,7 @@ def _open_source(inputs: str | Path | ImageSource | Sequence[Sample], labels: Se
                        labelled=bool(samples) and all(s[2] is not None for s in samples))
 
 
-def _check_source(source: ImageSource, policy_kinds: Sequence[str]) -> None:
+def check_source(source: ImageSource, policy_kinds: Sequence[str]) -> None:
     if len(source) == 0:
         raise ValueError(f"no images in {source.location}")
     if "oracle" in policy_kinds and not source.labelled:
@@ -546,8 +463,8 @@ def run_bundle(bundle: str | Path, inputs: str | Path | ImageSource | Sequence[S
         KeyboardInterrupt: Ctrl-C (rows so far are kept, summary marked incomplete).
     """
     out = Path(out)
-    console = _console(console)
-    _check_out(out, PER_IMAGE_JSONL, LEVEL_PASSES_JSONL)
+    console = default_console(console)
+    check_out(out, PER_IMAGE_JSONL, LEVEL_PASSES_JSONL)
     if not idle_seconds >= 0:
         raise ValueError(f"--idle-seconds must be >= 0, got {idle_seconds}")
     meter, meter_text = open_meter(energy)
@@ -555,31 +472,33 @@ def run_bundle(bundle: str | Path, inputs: str | Path | ImageSource | Sequence[S
     try:
         loaded = load_bundle(bundle, backend, threads, policy, thresholds, seed)
         dispatcher = loaded.dispatcher
-        source = _open_source(inputs, dispatcher.bundle.labels, limit, shuffle, split, ignore_labels)
-        _check_source(source, [dispatcher.policy.kind])
-        return _measure(dispatcher, loaded.info, source, out, meter, meter_text, warmup, repeat,
-                        idle_seconds, level_energy, progress, plots, console, fsync, energy)
+        source = open_source(inputs, dispatcher.bundle.labels, limit, shuffle, split, ignore_labels)
+        check_source(source, [dispatcher.policy.kind])
+        opts = MeasureOptions(out=out, warmup=warmup, repeat=repeat, idle_seconds=idle_seconds,
+                              level_energy=level_energy, progress=progress, plots=plots, fsync=fsync,
+                              energy=energy if isinstance(energy, str) else None)
+        return _measure(loaded, source, meter, meter_text, opts, console)
     finally:
         if meter is not None:
             meter.close()
 
 
-def _measure(dispatcher: Dispatcher, bundle_info: dict[str, Any], source: ImageSource, out: Path,
-             meter: EnergyMeter | None, meter_text: str, warmup: int, repeat: int,
-             idle_seconds: float, level_energy: bool, progress: bool, plots: bool, console: Any,
-             fsync: bool, energy_spec: Any) -> RunResult:
+def _measure(loaded: LoadedBundle, source: ImageSource, meter: EnergyMeter | None, meter_text: str,
+             opts: MeasureOptions, console: Any) -> RunResult:
+    dispatcher, bundle_info, out = loaded.dispatcher, loaded.info, opts.out
+    warmup, repeat, idle_seconds, fsync = opts.warmup, opts.repeat, opts.idle_seconds, opts.fsync
     info = dispatcher.info()
     samples = source.samples
     labels = dispatcher.bundle.labels
     main = dispatcher.policy.text
     fixed = dispatcher.policy.level if dispatcher.policy.kind == "fixed" else None
     side = ([f"fixed:{lv}" for lv in dispatcher.level_names if lv != fixed]
-            if meter is not None and level_energy else [])
+            if meter is not None and opts.level_energy else [])
     settings = {
         "backend": info["backend"], "backend_version": info.get("version"), "format": info["format"],
         "threads": info.get("threads"), "cpu_affinity": info.get("cpu_affinity"),
         "policy": main, "thresholds": info["thresholds"], "seed": info["seed"], "warmup": warmup,
-        "repeat": repeat, "energy": energy_spec if isinstance(energy_spec, str) else meter_text,
+        "repeat": repeat, "energy": opts.energy if opts.energy is not None else meter_text,
         "idle_seconds": idle_seconds, "level_energy": bool(side),
     }
     environment = {**environment_info(), "bundle_manifest_sha256": bundle_info["manifest_sha256"],
@@ -594,7 +513,7 @@ def _measure(dispatcher: Dispatcher, bundle_info: dict[str, Any], source: ImageS
                   f"(sha256 verify {1e3 * load['bundle_verify_s']:.0f} ms, models "
                   f"{1e3 * load['models_load_s']:.0f} ms), RSS "
                   + (f"{rss / 2**20:.0f} MiB" if rss is not None else "unknown"))
-    _say_weights(console, bundle_info["random_weights"])
+    say_weights(console, bundle_info["random_weights"])
     console.print(f"inputs: {source.describe()}", markup=False)
     for note in source.notes:
         console.print(f"  note: {note}", markup=False)
@@ -615,7 +534,7 @@ def _measure(dispatcher: Dispatcher, bundle_info: dict[str, Any], source: ImageS
     with RunRecorder(out, summarize=lambda rows: build_summary(rows, state, complete=False),
                      fsync=fsync) as recorder:
         try:
-            with progress_bar(console, progress, len(samples) * repeat * len(passes)) as bar:
+            with progress_bar(console, opts.progress, len(samples) * repeat * len(passes)) as bar:
                 bar.label("warm-up")
                 state.warmup_runs = warm_up(dispatcher, samples, warmup)
                 if meter is not None and meter.is_estimate:
@@ -627,7 +546,7 @@ def _measure(dispatcher: Dispatcher, bundle_info: dict[str, Any], source: ImageS
                 elif meter is not None:
                     state.idle_note = "--idle-seconds 0: no idle baseline, gross energy only"
                 for r in range(repeat):
-                    order = _rotated(passes, r)
+                    order = rotated(passes, r)
                     state.pass_order.append(order)
                     for name in order:
                         bar.label(f"repeat {r + 1}/{repeat} {name}")
@@ -667,318 +586,10 @@ def _measure(dispatcher: Dispatcher, bundle_info: dict[str, Any], source: ImageS
             console.print(f"[yellow]warning:[/] {escape(line)}")
     report = latency_report(rows, state.level_names)
     _, per_run = _energy_block(state, complete=True)
-    if plots:
-        files.update(_plots(out, rows, report, per_run, state))
+    if opts.plots:
+        files.update(plot_run(out, rows, report["routed_fraction"], per_run, state.level_names,
+                              policy=state.main_name, where=f"{state.bundle['variant']}, "
+                              f"{state.settings['backend']}, {state.settings['threads']} threads"))
     _print_end(console, report, per_run, state, files)
     written = to_jsonable({"rows": len(rows), **summary})
     return RunResult(out_dir=out, summary=written, files=files)
-
-
-def _plots(out: Path, rows: Sequence[Mapping[str, Any]], report: dict[str, Any],
-           per_run: Mapping[str, PerImageEnergy], state: _RunState) -> dict[str, Path]:
-    where = (f"{state.bundle['variant']}, {state.settings['backend']}, "
-             f"{state.settings['threads']} threads")
-    by_level: dict[str, list[float]] = {}
-    for row in rows:
-        by_level.setdefault(row["level"], []).append(row["stages_ms"]["total"] / 1e3)
-    ordered = {lv: by_level[lv] for lv in state.level_names if lv in by_level}
-    if len(ordered) > 1:
-        ordered[OVERALL] = [r["stages_ms"]["total"] / 1e3 for r in rows]
-    files = {
-        "latency_cdf": plot_latency_cdf(ordered, out / LATENCY_CDF_PNG,
-                                        title=f"Latency CDF per level ({where})"),
-        "routed_fraction": plot_routed_fraction(
-            report["routed_fraction"], out / ROUTED_FRACTION_PNG,
-            title=f"Routed fraction per level\npolicy {state.main_name}, {len(rows)} images"),
-    }
-    if per_run:
-        kind = "net" if all(e.net_j_per_image is not None for e in per_run.values()) else "gross"
-        files["energy"] = plot_energy_per_image(
-            per_run, out / ENERGY_PNG, kind=kind,
-            title=f"Energy per image, policy run and fixed-level passes\n({where})")
-    return files
-
-
-# -- compare ---------------------------------------------------------------------------------
-@dataclass
-class Candidate:
-    """One bundle × policy in a comparison."""
-
-    name: str
-    bundle: str
-    policy: str
-    dispatcher: Dispatcher
-    info: dict[str, Any]
-    label_map: dict[int, int] | None = None
-
-    def sample(self, sample: Sample) -> Sample:
-        """The sample with its label index mapped onto this bundle's labels."""
-        name, image, label = sample
-        if label is None or self.label_map is None:
-            return sample
-        return name, image, self.label_map[label]
-
-
-def candidate_names(bundles: Sequence[str | Path], policies: Sequence[str]) -> list[tuple[str, str, str]]:
-    """``(name, bundle, policy)`` for every bundle × policy; names are short but unique.
-
-    Raises:
-        ValueError: nothing to compare, or the same bundle and policy twice.
-    """
-    if not bundles or not policies:
-        raise ValueError("compare needs at least one bundle and one policy")
-    short = [Path(b).name or str(b) for b in bundles]
-    labels = short if len(set(short)) == len(short) else [str(b) for b in bundles]
-    out = []
-    for b, label in zip(bundles, labels, strict=True):
-        for p in policies:
-            if len(bundles) == 1:
-                name = p
-            elif len(policies) == 1:
-                name = label
-            else:
-                name = f"{label} {p}"
-            out.append((name, str(b), p))
-    names = [n for n, _, _ in out]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"candidates given twice: {dupes}; each bundle × policy once")
-    if len(out) < 2:
-        raise ValueError("compare needs at least two candidates: give two bundles, or several "
-                         "--policies (e.g. --policies router,fixed:dense)")
-    return out
-
-
-def _label_map(first: Sequence[str], other: Sequence[str], name: str) -> dict[int, int]:
-    missing = [lb for lb in first if lb not in other]
-    if missing:
-        raise ValueError(f"candidate {name!r} lacks labels {missing[:10]} of the first bundle: "
-                         "accuracy cannot be compared; use --no-labels for latency only")
-    return {i: list(other).index(lb) for i, lb in enumerate(first)}
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
-        return None
-    return a / b
-
-
-def compare_ratios(reports: Mapping[str, dict[str, Any]],
-                   energy: Mapping[str, PerImageEnergy]) -> dict[str, dict[str, Any]]:
-    """Per candidate: mean/p50/p90 latency and J/image as ratios to the first, accuracy delta."""
-    names = list(reports)
-    base = reports[names[0]]
-    base_e = energy.get(names[0])
-    out = {}
-    for name in names:
-        rep = reports[name]
-        lat, blat = rep["latency_ms"][OVERALL], base["latency_ms"][OVERALL]
-        acc, bacc = rep["accuracy"], base["accuracy"]
-        e = energy.get(name)
-        use_net = (e is not None and base_e is not None and e.net_j_per_image is not None
-                   and base_e.net_j_per_image is not None)
-        j = (e.net_mean if use_net else e.gross_mean) if e is not None else None
-        bj = (base_e.net_mean if use_net else base_e.gross_mean) if base_e is not None else None
-        out[name] = {
-            "mean_ms": lat.mean_ms, "p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms,
-            "mean_ratio": _ratio(lat.mean_ms, blat.mean_ms),
-            "p50_ratio": _ratio(lat.p50_ms, blat.p50_ms),
-            "p90_ratio": _ratio(lat.p90_ms, blat.p90_ms),
-            "top1": acc["top1"] if acc else None,
-            "top1_delta": acc["top1"] - bacc["top1"] if acc and bacc else None,
-            "j_per_image": j, "j_kind": ("net" if use_net else "gross") if e is not None else None,
-            "j_ratio": _ratio(j, bj),
-            "is_estimate": e.is_estimate if e is not None else None,
-        }
-    return out
-
-
-def print_compare_table(ratios: Mapping[str, Mapping[str, Any]], console: Any, title: str) -> None:
-    """One row per candidate: latency, ratios to the first, accuracy delta, J/image."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    columns = ["candidate", "mean ms", "p50 ms", "× mean", "× p50", "top-1", "Δ top-1"]
-    metered = any(r["j_per_image"] is not None for r in ratios.values())
-    columns += ["J/img", "× J"] if metered else []
-    for column in columns:
-        table.add_column(column, justify="left" if column == "candidate" else "right")
-    for name, r in ratios.items():
-        cells = [escape(name), _fmt(r["mean_ms"], ".3f"), _fmt(r["p50_ms"], ".3f"),
-                 f"{_fmt(r['mean_ratio'], '.2f')}×", f"{_fmt(r['p50_ratio'], '.2f')}×",
-                 "–" if r["top1"] is None else f"{r['top1']:.1%}",
-                 "–" if r["top1_delta"] is None else f"{r['top1_delta'] * 100:+.1f} pp"]
-        if metered:
-            est = " est" if r["is_estimate"] else ""
-            cells += [f"{_fmt(r['j_per_image'])} {r['j_kind'] or ''}{est}",
-                      f"{_fmt(r['j_ratio'], '.2f')}×"]
-        table.add_row(*cells)
-    console.print(table)
-
-
-def compare_runs(bundles: Sequence[str | Path], inputs: str | Path | ImageSource | Sequence[Sample],
-                 *, out: str | Path, policies: Sequence[str] = ("router",),
-                 backend: str = "litert", threads: int | None = None,
-                 thresholds: dict[str, float] | None = None, seed: int = 0, warmup: int = 10,
-                 repeat: int = 3, limit: int | None = None, shuffle: int | None = None,
-                 split: str = "test", ignore_labels: bool = False,
-                 energy: str | EnergyMeter | None = "none", idle_seconds: float = 10.0,
-                 progress: bool = True, plots: bool = True, console: Any = None,
-                 fsync: bool = False) -> RunResult:
-    """Run every bundle × policy interleaved on the same images; report ratios to the first.
-
-    Latency rows come from passes where each image goes through every candidate in turn (the
-    order rotates per image); with a meter, energy comes from whole-pass windows afterwards,
-    one per candidate per repeat (order rotated per repeat), rows in ``energy_passes.jsonl``.
-    ``thresholds`` apply to the ``router`` candidates only.
-
-    Raises:
-        see :func:`run_bundle`; ValueError for fewer than two candidates or mismatched labels.
-    """
-    out = Path(out)
-    console = _console(console)
-    _check_out(out, PER_IMAGE_JSONL, ENERGY_PASSES_JSONL)
-    named = candidate_names(bundles, policies)
-    meter, meter_text = open_meter(energy)
-    check_energy_repeats(meter, repeat)
-    try:
-        candidates = []
-        for name, b, p in named:
-            loaded = load_bundle(b, backend, threads, p,
-                                 thresholds if p.strip().lower() == "router" else None, seed)
-            candidates.append(Candidate(name, b, p, loaded.dispatcher, loaded.info))
-        first_labels = candidates[0].dispatcher.bundle.labels
-        source = _open_source(inputs, first_labels, limit, shuffle, split, ignore_labels)
-        _check_source(source, [c.dispatcher.policy.kind for c in candidates])
-        if source.labelled:
-            for c in candidates[1:]:
-                c.label_map = _label_map(first_labels, c.dispatcher.bundle.labels, c.name)
-        return _compare(candidates, source, out, meter, meter_text, warmup, repeat, idle_seconds,
-                        progress, plots, console, fsync)
-    finally:
-        if meter is not None:
-            meter.close()
-
-
-def _compare(candidates: list[Candidate], source: ImageSource, out: Path,
-             meter: EnergyMeter | None, meter_text: str, warmup: int, repeat: int,
-             idle_seconds: float, progress: bool, plots: bool, console: Any,
-             fsync: bool) -> RunResult:
-    samples = source.samples
-    names = [c.name for c in candidates]
-    before = snapshot()
-    console.print(f"comparing {len(candidates)} candidates on {source.describe()}, "
-                  f"{repeat} repeat(s), interleaved per image; energy: {meter_text}", markup=False)
-    for c in candidates:
-        info = c.dispatcher.info()
-        console.print(f"  {escape(c.name)}: {escape(c.bundle)} policy {escape(c.policy)}, {info['backend']} "
-                      f"{info.get('threads')} threads"
-                      + (" [bold white on red] RANDOM WEIGHTS [/]" if c.info["random_weights"] else ""))
-    for note in source.notes:
-        console.print(f"  note: {note}", markup=False)
-    for line in governor_warnings(before):
-        console.print(f"[yellow]warning:[/] {escape(line)}")
-    state: dict[str, Any] = {"idle": None, "readings": {n: [] for n in names}, "guard": None}
-
-    def summarize(rows: Sequence[Mapping[str, Any]], complete: bool) -> dict[str, Any]:
-        reports = {c.name: latency_report([r for r in rows if r["run"] == c.name],
-                                          c.dispatcher.level_names) for c in candidates}
-        energies = {}
-        if meter is not None:
-            for n in names:
-                e = _energy_of(state["readings"][n], len(samples), state["idle"], complete)
-                if e is not None:
-                    energies[n] = e
-        ready = all(rep["count"] for rep in reports.values())
-        guard = state["guard"]
-        return {
-            "baseline": names[0],
-            "candidates": {c.name: {"bundle": c.info, "policy": c.policy,
-                                    "settings": c.dispatcher.info(), **reports[c.name],
-                                    "energy": energies.get(c.name)} for c in candidates},
-            "ratios": compare_ratios(reports, energies) if ready else None,
-            "inputs": source.info(), "repeat": repeat, "warmup": warmup,
-            "images_per_repeat": len(samples),
-            "expected_rows": len(samples) * repeat * len(candidates),
-            "energy": {"enabled": meter is not None, "message": meter_text,
-                       "idle": state["idle"], "readings": state["readings"] if meter else None,
-                       "method": "whole-pass windows per candidate per repeat, order rotated"},
-            "peak_rss_bytes": peak_rss_bytes(),
-            "system": ({"before": before, "warnings": governor_warnings(before)} if guard is None else
-                       {"before": guard.before, "after": guard.after, "throttled": guard.throttled,
-                        "throttle_reasons": guard.throttle_reasons, "warnings": guard.warnings}),
-            "environment": environment_info(),
-        }
-
-    energy_writer = JsonlWriter(out / ENERGY_PASSES_JSONL, fsync=fsync) if meter is not None else None
-    total = len(samples) * repeat * len(candidates) * (2 if meter is not None else 1)
-    window_open = False
-    with RunRecorder(out, summarize=lambda rows: summarize(rows, complete=False), fsync=fsync) as recorder:
-        try:
-            with progress_bar(console, progress, total) as bar:
-                bar.label("warm-up")
-                for c in candidates:
-                    warm_up(c.dispatcher, [c.sample(s) for s in samples], warmup)
-                for r in range(repeat):
-                    bar.label(f"repeat {r + 1}/{repeat} interleaved")
-                    for i, sample in enumerate(samples):
-                        for c in _rotated(candidates, i + r):
-                            p = predict_sample(c.dispatcher, c.sample(sample))
-                            recorder.add_row(prediction_row(c.name, r, i, sample[0], p,
-                                                            c.dispatcher.bundle.labels))
-                            bar.advance()
-                if meter is not None:
-                    assert energy_writer is not None
-                    if meter.is_estimate:
-                        pass  # a constant-power estimate has no idle/active difference
-                    elif idle_seconds > 0:
-                        bar.label(f"idle {idle_seconds:g} s")
-                        state["idle"] = measure_idle(meter, idle_seconds)
-                    for r in range(repeat):
-                        for c in _rotated(candidates, r):
-                            bar.label(f"energy repeat {r + 1}/{repeat} {c.name}")
-                            meter.begin()
-                            window_open = True
-                            for i, sample in enumerate(samples):
-                                p = predict_sample(c.dispatcher, c.sample(sample))
-                                energy_writer.write(prediction_row(c.name, r, i, sample[0], p,
-                                                                   c.dispatcher.bundle.labels))
-                                bar.advance()
-                            window_open = False
-                            state["readings"][c.name].append(meter.end())
-        finally:
-            if window_open and meter is not None:
-                meter.end()
-            if energy_writer is not None:
-                energy_writer.close()
-        state["guard"] = compare_snapshots(before, snapshot())
-        rows = recorder.read_rows()
-        summary = summarize(rows, complete=True)
-        files = dict(recorder.finish(summary))
-    if energy_writer is not None:
-        files["energy_passes"] = out / ENERGY_PASSES_JSONL
-    for line in state["guard"].warnings:
-        if line not in governor_warnings(before):  # those were printed at the start
-            console.print(f"[yellow]warning:[/] {escape(line)}")
-    reports = {c.name: latency_report([r for r in rows if r["run"] == c.name], c.dispatcher.level_names)
-               for c in candidates}
-    energies = {n: e for n in names
-                if (e := _energy_of(state["readings"][n], len(samples), state["idle"], True)) is not None}
-    ratios = compare_ratios(reports, energies)
-    if plots:
-        files["latency_cdf"] = plot_latency_cdf(
-            {n: [r["stages_ms"]["total"] / 1e3 for r in rows if r["run"] == n] for n in names},
-            out / LATENCY_CDF_PNG, title="Latency CDF per candidate (interleaved per image)")
-        if energies:
-            kind = "net" if all(e.net_j_per_image is not None for e in energies.values()) else "gross"
-            files["energy"] = plot_energy_per_image(energies, out / ENERGY_PNG, kind=kind,
-                                                    title="Energy per image per candidate")
-    print_compare_table(ratios, console, title=f"Compared with {names[0]!r} ({len(samples)} images × "
-                                               f"{repeat} repeats, interleaved per image)")
-    if energies:
-        print_energy_table(energies, console)
-    if state["guard"].throttled:
-        console.print(f"[bold red]THROTTLED during the run:[/] {escape('; '.join(state['guard'].throttle_reasons))}")
-    console.print(f"report: {', '.join(str(p) for p in files.values())}", markup=False)
-    return RunResult(out_dir=out, summary=to_jsonable({"rows": len(rows), **summary}), files=files)
-

@@ -1,9 +1,9 @@
-"""Latency statistics over raw samples, per level and overall (numpy only).
+"""Latency statistics over raw samples, per level and overall, and the summaries of per-image rows.
 
 Raw per-image latencies stay in the per-image report; these summaries are derived from them
-and never replace them. Percentiles use numpy's default (linear interpolation); ``std_ms`` is
-the sample standard deviation (ddof=1, NaN for a single sample); throughput is images per
-second of back-to-back processing (``count / sum(latencies)``).
+and never replace them. One set of latencies is summarised by
+:func:`athe.runtime.stats.summarize_latency` (re-exported here), the one percentile code of
+the project.
 
 Example::
 
@@ -19,64 +19,19 @@ Example::
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from athe.runtime.dispatcher import STAGES
+from athe.runtime.stats import LatencySummary, as_seconds, summarize_latency
+
+__all__ = ["OVERALL", "LatencySummary", "accuracy_of", "latency_report", "routed_fraction",
+           "stage_seconds", "summarize_by_level", "summarize_latency"]
+
 #: Key of the all-levels summary in :func:`summarize_by_level`.
 OVERALL = "overall"
-
-
-@dataclass(frozen=True)
-class LatencySummary:
-    """Summary of one set of latencies; times in milliseconds, throughput in images/s."""
-
-    count: int
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    throughput_per_s: float
-
-
-def _as_seconds(latencies_s: Sequence[float] | np.ndarray) -> np.ndarray:
-    values = np.asarray(latencies_s, dtype=np.float64)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"need a non-empty 1-D list of latencies, got shape {values.shape}")
-    if not np.all(np.isfinite(values)) or np.any(values < 0):
-        raise ValueError("latencies must be finite and >= 0 seconds; check the timer")
-    return values
-
-
-def summarize_latency(latencies_s: Sequence[float] | np.ndarray) -> LatencySummary:
-    """Summarize latencies.
-
-    Args:
-        latencies_s: per-image latencies in seconds, ``[n]``.
-
-    Raises:
-        ValueError: empty, not 1-D, negative or non-finite values.
-    """
-    seconds = _as_seconds(latencies_s)
-    ms = seconds * 1e3
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    total = float(seconds.sum())
-    return LatencySummary(
-        count=int(ms.size),
-        mean_ms=float(ms.mean()),
-        std_ms=float(ms.std(ddof=1)) if ms.size > 1 else math.nan,
-        min_ms=float(ms.min()),
-        p50_ms=float(p50),
-        p90_ms=float(p90),
-        p99_ms=float(p99),
-        max_ms=float(ms.max()),
-        throughput_per_s=ms.size / total if total > 0 else math.inf,
-    )
 
 
 def _level_order(levels: Sequence[str], level_names: Sequence[str] | None) -> list[str]:
@@ -102,7 +57,7 @@ def summarize_by_level(latencies_s: Sequence[float] | np.ndarray, levels: Sequen
     Raises:
         ValueError: lengths differ, a level is named ``"overall"``, or bad latencies.
     """
-    seconds = _as_seconds(latencies_s)
+    seconds = as_seconds(latencies_s)
     if len(levels) != seconds.size:
         raise ValueError(f"{seconds.size} latencies but {len(levels)} levels: one level per image")
     if OVERALL in levels:
@@ -129,3 +84,50 @@ def routed_fraction(levels: Sequence[str], level_names: Sequence[str] | None = N
     total = len(levels)
     return {name: sum(1 for lv in levels if lv == name) / total
             for name in _level_order(levels, level_names)}
+
+
+def accuracy_of(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Top-1 of the rows that have a label, overall and per level (None: no labelled row)."""
+    scored = [r for r in rows if r.get("correct") is not None]
+    if not scored:
+        return None
+    per_level: dict[str, dict[str, Any]] = {}
+    for level in dict.fromkeys(r["level"] for r in scored):
+        hits = [bool(r["correct"]) for r in scored if r["level"] == level]
+        per_level[level] = {"count": len(hits), "top1": sum(hits) / len(hits)}
+    correct = sum(bool(r["correct"]) for r in scored)
+    return {"labelled": len(scored), "correct": correct, "top1": correct / len(scored),
+            "per_level": per_level}
+
+
+def stage_seconds(rows: Sequence[Mapping[str, Any]], stage: str) -> list[float]:
+    """One stage's time of every row, in seconds.
+
+    Raises:
+        ValueError: a time below -1e-6 ms (``route = elapsed - infer`` can round to -1e-13 ms,
+            which becomes 0; anything more negative is a timer bug).
+    """
+    values = [r["stages_ms"][stage] for r in rows]
+    if any(v < -1e-6 for v in values):
+        raise ValueError(f"negative {stage} time in the rows: the timer is broken")
+    return [max(v, 0.0) / 1e3 for v in values]
+
+
+def latency_report(rows: Sequence[Mapping[str, Any]], level_names: Sequence[str]) -> dict[str, Any]:
+    """Summaries of per-image rows: per level and overall, per stage, routed fraction, accuracy.
+
+    Returns:
+        ``{"count", "latency_ms", "stages_ms", "routed_fraction", "accuracy"}``; the latency
+        values are :class:`LatencySummary` (``"overall"`` included).
+    """
+    if not rows:
+        return {"count": 0, "latency_ms": {}, "stages_ms": {}, "routed_fraction": {}, "accuracy": None}
+    levels = [r["level"] for r in rows]
+    return {
+        "count": len(rows),
+        "latency_ms": summarize_by_level(stage_seconds(rows, "total"), levels, level_names),
+        "stages_ms": {stage: summarize_by_level(stage_seconds(rows, stage), levels, level_names)
+                      for stage in STAGES},
+        "routed_fraction": routed_fraction(levels, level_names),
+        "accuracy": accuracy_of(rows),
+    }

@@ -299,7 +299,8 @@ def test_camera_opencv_frames_are_rgb(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_pi_runner_imports_without_torch() -> None:
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import athe.pi_runner, athe.pi_runner.inputs, athe.pi_runner.runner, athe.pi_runner.cli\n"
+            "import athe.pi_runner, athe.pi_runner.inputs, athe.pi_runner.runner, athe.pi_runner.compare\n"
+            "import athe.pi_runner.cli\n"
             "import athe.pi_runner.__main__\n"
             "from click.testing import CliRunner; from athe.cli import cli\n"
             "r = CliRunner().invoke(cli, ['run', '--help']); assert r.exit_code == 0, r.output\n"
@@ -515,7 +516,7 @@ def test_compare_bundles_and_policies_prints_ratios(bundle: Path, dataset: Path,
 
 @pytest.mark.slow
 def test_compare_policies_with_energy(bundle: Path, dataset: Path, tmp_path: Path) -> None:
-    from athe.pi_runner.runner import compare_runs
+    from athe.pi_runner.compare import compare_runs
 
     console = quiet()
     result = compare_runs([bundle], dataset, out=tmp_path / "cmp", policies=["fixed:simple", "fixed:dense"],
