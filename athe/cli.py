@@ -20,7 +20,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("athe.training.cli:train", "Train a backbone or a router (needs athe[train])."),
     "convert": ("athe.convert.cli:convert", "Export every level to .tflite/.pte as a bundle."),
     "run": ("athe.pi_runner.cli:run", "Measure a bundle on this device (latency, energy)."),
-    "eval": ("athe.pi_runner.eval_cli:eval_command", "Results table and Pareto sweep of a bundle."),
+    "eval": ("athe.evaluate.cli:eval_command", "Results table and Pareto sweep of a bundle."),
 }
 
 

@@ -1,8 +1,8 @@
-"""``athe eval`` (athe.pi_runner.evaluate): every row and verdict on a hand-computed case.
+"""``athe eval`` (athe.evaluate): every row and verdict on a hand-computed case.
 
 The synthetic case (10 images, levels a < b < c) is small enough that every number is worked
-out by hand in the comments; the end-to-end test runs the CLI on the tiny random-weights
-bundle with PIL-made images (never CIFAR files).
+out by hand in the comments; the end-to-end test runs the CLI on the conftest tiny bundle
+(converted by the real converter, random weights) with PIL-made images (never CIFAR files).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,9 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from athe.pi_runner import evaluate as ev
+from athe.evaluate import analysis as ev
+from athe.evaluate import measure as me
+from athe.evaluate import output as eo
+from athe.runtime import routing
+from athe.runtime.split import val_halves
 
-TINY_BUNDLE = Path("/work/tinyb-dev")
 NAMES = ("a", "b", "c")
 
 # image:      0  1  2  3  4  5  6  7  8  9
@@ -249,27 +253,27 @@ def test_bad_inputs_say_the_fix(tmp_path):
         ev.evaluate(synthetic(), COSTS, {"a": 0.5})
     (tmp_path / "e.json").write_text(json.dumps({"a": 1.0, "bb": 2.0, "c": 3.0}))
     with pytest.raises(ev.EvalError, match="Did you mean 'b'"):
-        ev.load_energy_json(tmp_path / "e.json", NAMES)
+        me.load_energy_json(tmp_path / "e.json", NAMES)
     (tmp_path / "e.json").write_text(json.dumps({"a": 1.0, "b": "x", "c": 3.0}))
     with pytest.raises(ev.EvalError, match="finite number"):
-        ev.load_energy_json(tmp_path / "e.json", NAMES)
+        me.load_energy_json(tmp_path / "e.json", NAMES)
     archive = make_archive(tmp_path / "d.tar.gz", ["cta", "dog"], 1)
     with pytest.raises(ev.EvalError, match="'cta' -> 'cat'"):
-        ev.load_eval_images(archive, ["cat", "dog"])
+        me.load_eval_images(archive, ["cat", "dog"])
     with pytest.raises(ev.EvalError, match="at least 1"):
-        ev.load_eval_images(archive, ["cta", "dog"], limit=0)
+        me.load_eval_images(archive, ["cta", "dog"], limit=0)
 
 
 def test_outputs_written(result, tmp_path):
     result = dataclasses.replace(result, info={"variant": "synthetic"})
-    files = ev.write_outputs(result, synthetic(), tmp_path)
-    data = json.loads((tmp_path / ev.EVAL_JSON).read_text())
+    files = eo.write_outputs(result, synthetic(), tmp_path)
+    data = json.loads((tmp_path / eo.EVAL_JSON).read_text())
     assert [v["status"] for v in data["verdicts"]] == ["NOT MET", "MET", "MET", "NOT MET"]
     assert data["rows"][-1]["name"] == "athe" and data["rows"][-1]["accuracy"] == pytest.approx(70.0)
-    with open(tmp_path / ev.ROWS_CSV) as fh:
+    with open(tmp_path / eo.ROWS_CSV) as fh:
         rows = list(csv.DictReader(fh))
     assert [r["name"] for r in rows] == [r.name for r in result.rows] and "fraction.a" in rows[0]
-    with open(tmp_path / ev.SWEEP_CSV) as fh:
+    with open(tmp_path / eo.SWEEP_CSV) as fh:
         assert len(list(csv.DictReader(fh))) == len(result.sweep)
     assert Image.open(files["pareto_png"]).size[0] > 1000
     back = ev.Measurements.load(files["measurements"])
@@ -303,10 +307,10 @@ def test_measure_with_fake_models():
         level_names=["s", "d"],
         levels={"s": _Model([1.0, 0.0]), "d": _Model([0.0, 1.0])},  # s says cat, d says dog
         router=_Model([0.7, 1.0]), preprocessor=Preprocessor(spec))
-    images = [ev.LabelledImage("cat/0.png", _png((255, 0, 0)), 0),
-              ev.LabelledImage("dog/bad.png", b"not an image", 1),
-              ev.LabelledImage("dog/1.png", _png((0, 0, 255)), 1)]
-    m, skipped = ev.measure(dispatcher, images, warmup=1)
+    images = [me.LabelledImage("cat/0.png", _png((255, 0, 0)), 0),
+              me.LabelledImage("dog/bad.png", b"not an image", 1),
+              me.LabelledImage("dog/1.png", _png((0, 0, 255)), 1)]
+    m, skipped = me.measure(dispatcher, images, warmup=1)
     assert [s[0] for s in skipped] == ["dog/bad.png"] and m.names == ["cat/0.png", "dog/1.png"]
     np.testing.assert_array_equal(m.correct, [[True, False], [False, True]])
     np.testing.assert_allclose(m.router_probs, [[0.7, 1.0], [0.7, 1.0]])
@@ -335,11 +339,11 @@ def test_image_order_matches_training_loader(tmp_path):
     from athe.training.data import load_imagefolder
 
     archive = make_archive(tmp_path / "d.tar.gz", ["dog", "cat"], 3)
-    images, _ = ev.load_eval_images(archive, ["cat", "dog"])
+    images, _ = me.load_eval_images(archive, ["cat", "dog"])
     trained = load_imagefolder(archive, cache=False)
     assert [im.name for im in images] == trained.names
     assert [im.label for im in images] == trained.labels.tolist()
-    limited, info = ev.load_eval_images(archive, ["cat", "dog"], limit=4)
+    limited, info = me.load_eval_images(archive, ["cat", "dog"], limit=4)
     assert len(limited) == 4 and info["limit"] == {"limit": 4, "seed": 0}
 
 
@@ -348,48 +352,68 @@ def test_split_from_takes_the_test_half(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     val = [0, 2, 3, 5, 6, 7]
-    (run / "split.json").write_text(json.dumps({"seed": 3, "classes": ["cat", "dog"], "val": val,
-                                                "router": [1], "train": [4], "skipped": []}))
-    images, info = ev.load_eval_images(archive, ["cat", "dog"], split_from=run)
-    halves = np.random.default_rng(3 + 7).permutation(len(val))  # as athe.training.router_train cuts val
-    names = [im.name for im in ev.load_eval_images(archive, ["cat", "dog"])[0]]
-    assert [im.name for im in images] == [names[i] for i in sorted(np.asarray(val)[halves[3:]])]
-    assert info["split"]["test"] == 3
+    record = {"seed": 3, "classes": ["cat", "dog"], "val": val, "router": [1], "train": [4], "skipped": []}
+    names = [im.name for im in me.load_eval_images(archive, ["cat", "dog"])[0]]
+    # the halves router training stored are read back (these differ from what seed 3 would cut)
+    (run / "split.json").write_text(json.dumps({**record, "calib": [0, 2, 3], "test": [5, 6, 7]}))
+    images, info = me.load_eval_images(archive, ["cat", "dog"], split_from=run)
+    assert [im.name for im in images] == [names[i] for i in [5, 6, 7]]
+    assert info["split"]["test"] == 3 and info["split"]["halves"] == "stored"
+    # a run written before the halves were stored: cut by the function router training uses
+    (run / "split.json").write_text(json.dumps(record))
+    images, info = me.load_eval_images(archive, ["cat", "dog"], split_from=run)
+    _, test = val_halves(val, 3)
+    assert [im.name for im in images] == [names[i] for i in test]
+    assert info["split"]["test"] == 3 and info["split"]["halves"].startswith("derived")
     (run / "split.json").write_text(json.dumps({"seed": 3, "classes": ["cat", "cow"], "val": val}))
     with pytest.raises(ev.EvalError, match="differ"):
-        ev.load_eval_images(archive, ["cat", "dog"], split_from=run)
+        me.load_eval_images(archive, ["cat", "dog"], split_from=run)
 
 
-@pytest.mark.skipif(not (TINY_BUNDLE / "manifest.json").exists(), reason=f"no tiny bundle at {TINY_BUNDLE}")
-def test_cli_end_to_end(tmp_path):
+@pytest.fixture
+def random_weights_bundle(converted_bundle: Path, tmp_path: Path) -> Path:
+    """The conftest tiny bundle (seeded random weights), its manifest saying so as
+    ``athe convert --random-weights`` writes it (the artifacts, and their hashes, unchanged)."""
+    pytest.importorskip("ai_edge_litert")
+    bundle = tmp_path / "tiny"
+    shutil.copytree(converted_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["random_weights"] = True
+    manifest["checkpoint"] = {**manifest["checkpoint"], "random_weights": True}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path, random_weights_bundle):
     from click.testing import CliRunner
 
-    from athe.pi_runner.eval_cli import eval_command
+    from athe.evaluate.cli import eval_command
 
-    labels = json.loads((TINY_BUNDLE / "manifest.json").read_text())["labels"]
+    labels = json.loads((random_weights_bundle / "manifest.json").read_text())["labels"]
     archive = make_archive(tmp_path / "val.tar.gz", labels[:3], 4)
     energy = tmp_path / "energy.json"
     energy.write_text(json.dumps({"simple": 0.01, "complex": 0.02, "dense": 0.03, "router": 0.001}))
     out = tmp_path / "out"
     res = CliRunner().invoke(eval_command, [
-        "--bundle", str(TINY_BUNDLE), "--data", str(archive), "--backend", "litert", "--threads", "1",
+        "--bundle", str(random_weights_bundle), "--data", str(archive), "--backend", "litert", "--threads", "1",
         "--limit", "10", "--out", str(out), "--seeds", "3", "--grid", "6", "--warmup", "1",
         "--energy-per-level-json", str(energy)], terminal_width=160)
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "RANDOM WEIGHTS" in res.output and "ATHE vs dense" in res.output
-    data = json.loads((out / ev.EVAL_JSON).read_text())
+    data = json.loads((out / eo.EVAL_JSON).read_text())
     assert data["n_images"] == 10 and data["warnings"] and data["backend"]["backend"] == "litert"
     assert {v["status"] for v in data["verdicts"]} <= {"MET", "NOT MET"}
     # the rows are what the raw measurements say
-    m = ev.Measurements.load(out / ev.MEASUREMENTS_NPZ)
+    m = ev.Measurements.load(out / eo.MEASUREMENTS_NPZ)
     rows = {r["name"]: r for r in data["rows"]}
     for j, name in enumerate(m.level_names):
         assert rows[f"static:{name}"]["accuracy"] == pytest.approx(100.0 * m.correct[:, j].mean())
         assert rows[f"static:{name}"]["latency_mean_ms"] == pytest.approx(
             (m.preprocess_ms + m.level_ms[:, j]).mean())
-    choice = ev.route(m.router_probs, [data["router"]["thresholds"][n] for n in m.level_names[:-1]])
+    choice = routing.route(m.router_probs, [data["router"]["thresholds"][n] for n in m.level_names[:-1]])
     assert rows["athe"]["fraction"]["simple"] == pytest.approx((choice == 0).mean())
     assert rows["athe"]["energy_j"] == pytest.approx(np.array([0.01, 0.02, 0.03])[choice].mean() + 0.001)
-    with open(out / ev.SWEEP_CSV) as fh:
+    with open(out / eo.SWEEP_CSV) as fh:
         assert len(list(csv.DictReader(fh))) == data["sweep"]["points"] > 0
-    assert Image.open(out / ev.PARETO_PNG).size[0] > 1000
+    assert Image.open(out / eo.PARETO_PNG).size[0] > 1000

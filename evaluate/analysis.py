@@ -1,11 +1,14 @@
-"""``athe eval``: the results table, the threshold sweep and the verdicts of one bundle.
+"""``athe eval`` analysis: every row, the threshold sweep and the verdicts from measured arrays.
 
-Every image is measured once: the router and *every* level run on it (levels in a rotating
-order, so no level always runs first), and the evaluation keeps, per image, the router
-probabilities ``[N, L]``, each level's correctness ``[N, L]`` and measured latency ``[N, L]``,
-the router latency ``[N]`` and the preprocessing time ``[N]`` (decode + resize + normalise).
-Every row, the sweep and the verdicts are then computed *post hoc* from these arrays by
-choosing one level per image (``athe.training.calibrate.route``, pure numpy): no model is
+Pure numpy: nothing here runs a model or opens a bundle (that is :mod:`athe.evaluate.measure`);
+the routing maths is :mod:`athe.runtime.routing` and latency percentiles
+:func:`athe.runtime.stats.summarize_latency`, both numpy-only.
+
+Every image was measured once: the router and *every* level ran on it, and the evaluation
+keeps, per image, the router probabilities ``[N, L]``, each level's correctness ``[N, L]`` and
+measured latency ``[N, L]``, the router latency ``[N]`` and the preprocessing time ``[N]``
+(decode + resize + normalise). Every row, the sweep and the verdicts are computed *post hoc*
+from these arrays by choosing one level per image (``athe.runtime.routing.route``): no model is
 re-run per policy, and all rows are on the same images with the same timings.
 
 Per-image latency of a row = preprocessing + that image's measured latency of the level the
@@ -18,52 +21,39 @@ Rows: ``dense`` (the level that keeps every token and head), ``static:<level>`` 
 std over seeds, plus the exact expectation), ``oracle`` (cheapest level that is right, else the
 richest; pays no router), ``athe`` (router at the bundle's calibrated thresholds).
 
-Example::
+Example (on arrays you already have, e.g. in a test)::
 
-    >>> from athe.pi_runner.evaluate import run_eval
-    >>> result = run_eval("bundles/athe-mini", "../shared/data/cifar10-train.tar.gz",
-    ...                   backend="litert", threads=2, split_from="runs/athe-mini", out="eval/mini")
-    >>> for v in result.verdicts:
-    ...     print(v.status, v.claim, v.text)        # MET / NOT MET / N/A, with the numbers
-    >>> result.row("athe").accuracy, result.row("athe").latency_mean_ms
-
-Or, on arrays you already have (e.g. in a test)::
-
-    >>> from athe.pi_runner.evaluate import Costs, Measurements, evaluate
+    >>> from athe.evaluate.analysis import Costs, Measurements, evaluate
     >>> result = evaluate(measurements, Costs(level_macs=(1e6, 4e6), router_macs=1e5),
     ...                   thresholds={"simple": 0.6})
+    >>> for v in result.verdicts:
+    ...     print(v.status, v.claim, v.text)        # MET / NOT MET / N/A, with the numbers
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from athe.pi_runner.report import _figure, _save, environment_info, write_csv, write_json
-from athe.training.calibrate import route
-
-EVAL_JSON = "eval.json"
-ROWS_CSV = "rows.csv"
-SWEEP_CSV = "sweep.csv"
-PARETO_PNG = "pareto.png"
-MEASUREMENTS_NPZ = "measurements.npz"
+from athe.runtime.routing import (
+    oracle_choice,
+    route,
+    score_accuracy,
+    threshold_sweep,
+    threshold_vector,
+)
+from athe.runtime.stats import summarize_latency
 
 #: Targets the verdicts check (the issue's claims).
 TARGET_LATENCY_RATIO = 0.5  # ATHE mean latency <= 0.5x dense ...
 TARGET_MAX_LOSS_PT = 1.0  # ... at <= 1 point top-1 loss
 TARGET_ORACLE_GAP_PT = 0.5  # ATHE within 0.5 point of the oracle
 _EPS = 1e-9  # float slack for the "<=" targets
-
-RANDOM_WEIGHTS_WARNING = ("this bundle has RANDOM WEIGHTS (manifest says so): every accuracy below is "
-                          "meaningless; only latencies and MACs are real")
 
 
 class EvalError(ValueError):
@@ -227,10 +217,10 @@ def row_for_choice(name: str, description: str, m: Measurements, costs: Costs, c
     macs = float(np.asarray(costs.level_macs, dtype=np.float64)[choice].mean())
     macs += float(costs.router_macs) if routed else 0.0
     energy, note = _energy(costs, choice, routed)
-    p50, p90 = np.percentile(latency, [50, 90])
+    lat = summarize_latency(latency / 1e3)
     return Row(name=name, description=description, routed=routed, accuracy=float(100.0 * hit.mean()),
                fraction=fraction, group_accuracy=group, mean_macs=macs,
-               latency_mean_ms=float(latency.mean()), latency_p50_ms=float(p50), latency_p90_ms=float(p90),
+               latency_mean_ms=lat.mean_ms, latency_p50_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms,
                router_share=router_total / float(latency.sum()) if latency.sum() > 0 else 0.0,
                energy_j=energy, energy_note=note)
 
@@ -259,13 +249,6 @@ def dense_level_index(keep: Sequence[Sequence[Any]], heads: Sequence[int]) -> in
     top = max(heads)
     dense = [j for j in range(len(heads)) if len(keep[j]) == 0 and heads[j] == top]
     return dense[-1] if dense else None
-
-
-def oracle_choice(correct: np.ndarray) -> np.ndarray:
-    """``[N]`` cheapest level that is right per image, else the richest."""
-    n, L = correct.shape
-    any_right = correct.any(axis=1)
-    return np.where(any_right, np.argmax(correct, axis=1), L - 1).astype(np.int64)
 
 
 def exact_counts(fraction: Sequence[float], n: int) -> np.ndarray:
@@ -319,12 +302,11 @@ def random_rows(m: Measurements, costs: Costs, fraction: Sequence[float], seeds:
 
 
 def threshold_list(thresholds: Mapping[str, float], level_names: Sequence[str]) -> list[float]:
-    """Thresholds in level order (all levels but the last); a missing one raises."""
-    missing = [n for n in level_names[:-1] if n not in thresholds]
-    if missing:
-        raise EvalError(f"thresholds lack level(s) {missing}; give one per level except the last "
-                        f"({', '.join(level_names[:-1])})")
-    return [float(thresholds[n]) for n in level_names[:-1]]
+    """Thresholds in level order (all levels but the last); a missing one raises EvalError."""
+    try:
+        return threshold_vector(thresholds, level_names)
+    except KeyError as exc:
+        raise EvalError(exc.args[0]) from None
 
 
 def build_rows(m: Measurements, costs: Costs, thresholds: Mapping[str, float] | None,
@@ -375,10 +357,9 @@ def router_stats(m: Measurements, thresholds: Mapping[str, float]) -> dict[str, 
     assert m.router_probs is not None and m.router_ms is not None
     names = m.level_names
     ths = threshold_list(thresholds, names)
-    at_half = {n: float(100.0 * ((m.router_probs[:, j] >= 0.5) == m.correct[:, j]).mean())
-               for j, n in enumerate(names)}
-    at_t = {n: float(100.0 * ((m.router_probs[:, j] >= ths[j]) == m.correct[:, j]).mean())
-            for j, n in enumerate(names[:-1])}
+    at_half = dict(zip(names, score_accuracy(m.router_probs, m.correct, [0.5] * len(names)).tolist(),
+                       strict=True))
+    at_t = dict(zip(names[:-1], score_accuracy(m.router_probs, m.correct, ths).tolist(), strict=True))
     choice = route(m.router_probs, ths)
     return {"thresholds": dict(zip(names[:-1], ths, strict=True)), "accuracy_at_0.5": at_half,
             "accuracy_at_threshold": at_t,
@@ -405,14 +386,6 @@ class SweepPoint:
     pareto_macs: bool = False
 
 
-def threshold_candidates(probs: np.ndarray, grid: int) -> np.ndarray:
-    """Unique quantiles of one probability column at ``grid`` evenly spaced levels, plus +inf.
-
-    The 0-quantile sends every image to the level; +inf sends none.
-    """
-    return np.concatenate([np.unique(np.quantile(probs, np.linspace(0.0, 1.0, grid))), [np.inf]])
-
-
 def pareto_mask(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     """``[P]`` bool: no other point is at most as costly and more accurate (ties: first kept)."""
     order = np.lexsort((-accuracy, cost))
@@ -437,21 +410,10 @@ def sweep_thresholds(m: Measurements, costs: Costs, grid: int = 41, max_points: 
         vs mean MACs).
     """
     assert m.router_probs is not None
-    from itertools import product
-
-    L = len(m.level_names)
-    grid = max(2, min(grid, int(max_points ** (1.0 / max(1, L - 1)))))
-    axes = [threshold_candidates(m.router_probs[:, j], grid) for j in range(L - 1)]
-    seen: set[bytes] = set()
     points = []
-    for ths in product(*axes):
-        choice = route(m.router_probs, list(ths))
-        key = choice.tobytes()
-        if key in seen:
-            continue
-        seen.add(key)
+    for ths, choice in threshold_sweep(m.router_probs, grid, max_points):
         row = row_for_choice("sweep", "", m, costs, choice, routed=True)
-        points.append(SweepPoint(dict(zip(m.level_names[:-1], map(float, ths), strict=True)), row.accuracy,
+        points.append(SweepPoint(dict(zip(m.level_names[:-1], ths, strict=True)), row.accuracy,
                                  row.latency_mean_ms, row.mean_macs, row.fraction, row.energy_j))
     acc = np.array([p.accuracy for p in points])
     on_lat = pareto_mask(np.array([p.latency_mean_ms for p in points]), acc)
@@ -655,380 +617,9 @@ def evaluate(m: Measurements, costs: Costs, thresholds: Mapping[str, float] | No
                       level_names=m.level_names, n_images=m.n)
 
 
-# ---------------------------------------------------------------------------------------------
-# Images (read by athe.pi_runner.inputs; a training run's held-out split selected by index)
-
-
-@dataclass(frozen=True)
-class LabelledImage:
-    """One image to evaluate.
-
-    Attributes:
-        data: what the dispatcher's ``decode`` takes (encoded bytes, a path or a uint8 array).
-        label: the true class as an index into the bundle's labels.
-    """
-
-    name: str
-    data: Any
-    label: int
-
-
-def split_test_indices(split_file: Path, classes: Sequence[str]) -> tuple[np.ndarray, list[str], dict[str, Any]]:
-    """The ``test`` half of a run's ``val`` split (images neither the router nor thresholds saw).
-
-    ``athe train router`` cuts ``val`` with ``default_rng(seed + 7).permutation``: the first
-    half calibrates the thresholds, the second (used here) is the held-out test. Indices count
-    the images of the training data sorted by name, without the ones training skipped.
-
-    Returns:
-        ``(indices, skipped names, description)``.
-    """
-    if not split_file.is_file():
-        raise EvalError(f"{str(split_file)!r} not found: --split-from takes the backbone run folder "
-                        "(the one with split.json written by 'athe train backbone')")
-    split = json.loads(split_file.read_text())
-    if list(split["classes"]) != list(classes):
-        raise EvalError(f"classes of --data {list(classes)} differ from {str(split_file)!r}'s "
-                        f"{split['classes']}; pass the data the run was trained on")
-    val = np.asarray(split["val"], dtype=np.int64)
-    halves = np.random.default_rng(int(split["seed"]) + 7).permutation(len(val))
-    test = np.sort(val[halves[len(val) // 2:]])
-    skipped = [s[0] if isinstance(s, (list, tuple)) else str(s) for s in split.get("skipped", [])]
-    return test, skipped, {"split_file": str(split_file), "part": "val/test half", "seed": split["seed"],
-                           "val": len(val), "test": len(test), "source": split.get("source")}
-
-
-def load_eval_images(data: str | Path, labels: Sequence[str], split_from: str | Path | None = None,
-                     limit: int | None = None, seed: int = 0) -> tuple[list[LabelledImage], dict[str, Any]]:
-    """Labelled images to evaluate (``athe.pi_runner.inputs.open_inputs`` reads them).
-
-    Args:
-        data: ImageFolder folder, ``.tar``/``.tar.gz`` archive, or CIFAR python folder (its
-            ``test`` split; with ``split_from`` its ``train`` split, which training indexed).
-        labels: the bundle's labels; class names map onto them by name.
-        split_from: a backbone run folder: evaluate only its held-out ``test`` images.
-        limit: evaluate a seeded random subset of this many images (not the first ones, which
-            are sorted by class).
-    """
-    from athe.pi_runner.inputs import InputError, open_inputs
-
-    if limit is not None and limit < 1:
-        raise EvalError(f"--limit must be at least 1, got {limit}")
-    try:
-        if split_from is None:
-            source = open_inputs(data, labels, limit=limit, shuffle=seed if limit is not None else None)
-        else:  # every image, in the order training indexed them
-            source = open_inputs(data, labels, split="train")
-    except InputError as exc:
-        raise EvalError(str(exc)) from exc
-    if not source.labelled:
-        raise EvalError(f"{data}: evaluation needs labelled images (ImageFolder class folders, a CIFAR "
-                        f"folder or an ImageFolder archive); got {source.describe()}")
-    samples = list(source.samples)
-    info: dict[str, Any] = {"data": str(data), "source": source.info()}
-    if split_from is not None:
-        test, skipped, info["split"] = split_test_indices(Path(split_from) / "split.json",
-                                                          source.class_names or ())
-        gone = set(skipped)
-        samples = [s for s in samples if s[0] not in gone]
-        if len(test) and test.max() >= len(samples):
-            raise EvalError(f"split index {int(test.max())} is out of range for {len(samples)} images in "
-                            f"{str(data)!r}; pass the data the run in {str(split_from)!r} was trained on")
-        samples = [samples[i] for i in test]
-        if limit is not None and limit < len(samples):
-            samples = [samples[i] for i in np.sort(np.random.default_rng(seed).permutation(len(samples))[:limit])]
-    if limit is not None:
-        info["limit"] = {"limit": limit, "seed": seed}
-    return [LabelledImage(name, image, int(label)) for name, image, label in samples], info
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring on a backend
-
-
-def _timed(model: Any, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """``(output [K], ms)`` of one run."""
-    t0 = time.perf_counter()
-    out = model.run(x).reshape(-1)
-    return out, (time.perf_counter() - t0) * 1e3
-
-
-def _warm_up(pre: Any, models: Sequence[Any], image: LabelledImage, warmup: int) -> None:
-    """Untimed: the first decode loads PIL plugins and first runs allocate; keep them out."""
-    for _ in range(max(1, warmup)):
-        x = pre.preprocess(pre.decode(image.data, name=image.name))
-    for model in models:
-        for _ in range(warmup):
-            model.run(x)
-
-
-def measure(dispatcher: Any, images: Sequence[LabelledImage], warmup: int = 3,
-            progress: Callable[[int, int], None] | None = None) -> tuple[Measurements, list[tuple[str, str]]]:
-    """Run the router and every level once per image and time each (ms, ``perf_counter``).
-
-    Args:
-        dispatcher: an ``athe.runtime.Dispatcher`` (it has loaded and shape-checked every
-            artifact); its models are run directly, its policy is not used.
-        warmup: untimed decodes and runs of every model on the first image first.
-
-    Returns:
-        ``(measurements, skipped)``: images that cannot be decoded are skipped and listed with
-        the reason.
-    """
-    from athe.runtime.preprocess import ImageError
-
-    names = tuple(dispatcher.level_names)
-    router, models, pre = dispatcher.router, [dispatcher.levels[n] for n in names], dispatcher.preprocessor
-    L = len(names)
-    cols: dict[str, list] = {k: [] for k in ("pred", "level_ms", "pre_ms", "probs", "router_ms", "target", "name")}
-    skipped: list[tuple[str, str]] = []
-    for i, image in enumerate(images):
-        try:
-            if not cols["name"] and i == len(skipped):  # before the first timed image
-                _warm_up(pre, ([router] if router is not None else []) + models, image, warmup)
-            t0 = time.perf_counter()
-            x = pre.preprocess(pre.decode(image.data, name=image.name))
-            cols["pre_ms"].append((time.perf_counter() - t0) * 1e3)
-        except ImageError as exc:
-            skipped.append((image.name, str(exc)))
-            continue
-        if router is not None:
-            probs, ms = _timed(router, x)
-            cols["probs"].append(probs)
-            cols["router_ms"].append(ms)
-        pred, level_ms = np.zeros(L, dtype=np.int64), np.zeros(L)
-        for k in range(L):
-            j = (i + k) % L  # rotate the order: no level always runs first (cold caches)
-            logits, level_ms[j] = _timed(models[j], x)
-            pred[j] = int(np.argmax(logits))
-        cols["pred"].append(pred)
-        cols["level_ms"].append(level_ms)
-        cols["target"].append(image.label)
-        cols["name"].append(image.name)
-        if progress is not None:
-            progress(i + 1, len(images))
-    if not cols["name"]:
-        raise EvalError(f"none of the {len(images)} images could be decoded: {skipped[:3]}")
-    predictions, target = np.stack(cols["pred"]), np.asarray(cols["target"], dtype=np.int64)
-    m = Measurements(level_names=names, correct=predictions == target[:, None], level_ms=np.stack(cols["level_ms"]),
-                     preprocess_ms=np.asarray(cols["pre_ms"]),
-                     router_probs=np.stack(cols["probs"]) if router is not None else None,
-                     router_ms=np.asarray(cols["router_ms"]) if router is not None else None,
-                     predictions=predictions, targets=target, names=cols["name"])
-    return m, skipped
-
-
-def load_energy_json(path: str | Path, level_names: Sequence[str]) -> tuple[tuple[float, ...], float | None]:
-    """``{"<level>": J/image, ..., "router": J/run}`` -> per-level joules and the router's.
-
-    Every level is required; ``router`` is optional (routed rows then exclude it and say so).
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvalError(f"cannot read energy JSON {str(path)!r}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise EvalError(f"{str(path)!r}: expected an object {{\"<level>\": J/image, \"router\": J}}")
-    allowed = [*level_names, "router"]
-    for key in data:
-        if key not in allowed:
-            hint = difflib.get_close_matches(str(key), allowed, n=1)
-            more = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise EvalError(f"{str(path)!r}: unknown key {key!r}; keys: {', '.join(allowed)}.{more}")
-    missing = [n for n in level_names if n not in data]
-    if missing:
-        raise EvalError(f"{str(path)!r}: no J/image for level(s) {missing}; give every level")
-    values = {}
-    for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise EvalError(f"{str(path)!r}: {key!r} must be a finite number of joules, got {value!r}")
-        values[key] = float(value)
-    return tuple(values[n] for n in level_names), values.get("router")
-
-
-def bundle_warnings(manifest: Any) -> list[str]:
-    """Warnings a reader of the table must see (random weights)."""
-    router = manifest.router
-    random = bool(manifest.random_weights) or bool((manifest.checkpoint or {}).get("random_weights")) or bool(
-        router is not None and router.calibration_target.get("random_weights"))
-    return [RANDOM_WEIGHTS_WARNING] if random else []
-
-
-def run_eval(bundle: str | Path, data: str | Path, backend: str = "litert", threads: int | None = None,
-             limit: int | None = None, split_from: str | Path | None = None, out: str | Path | None = None,
-             energy_json: str | Path | None = None, seeds: int = 20, grid: int = 41, warmup: int = 3,
-             progress: Callable[[int, int], None] | None = None) -> EvalResult:
-    """Measure a bundle on ``data`` with one backend, evaluate, and write the outputs to ``out``."""
-    from athe.runtime import BACKEND_FORMATS, Bundle, Dispatcher
-
-    if backend not in BACKEND_FORMATS:
-        raise EvalError(f"unknown backend {backend!r}; backends: {', '.join(sorted(BACKEND_FORMATS))}")
-    opened = Bundle.open(bundle, formats=[BACKEND_FORMATS[backend]])
-    manifest = opened.manifest
-    names = opened.level_names
-    energy, router_energy = load_energy_json(energy_json, names) if energy_json is not None else (None, None)
-    images, data_info = load_eval_images(data, opened.labels, split_from, limit)
-    policy = "router" if opened.router is not None else f"fixed:{names[-1]}"
-    dispatcher = Dispatcher(opened, backend=backend, threads=threads, policy=policy)
-    m, skipped = measure(dispatcher, images, warmup=warmup, progress=progress)
-    costs = Costs(level_macs=tuple(float(lv.macs) for lv in opened.levels),
-                  router_macs=float(opened.router.macs) if opened.router is not None else 0.0,
-                  level_energy_j=energy, router_energy_j=router_energy)
-    dense = dense_level_index([lv.keep for lv in opened.levels], [lv.heads for lv in opened.levels])
-    result = evaluate(m, costs, opened.thresholds if opened.router is not None else None, dense, seeds, grid)
-    result.warnings = bundle_warnings(manifest)
-    result.info = {
-        "bundle": str(opened.path), "variant": manifest.variant, "backend": dispatcher.info(),
-        "data": data_info, "skipped": skipped, "seeds": seeds, "grid": grid, "warmup": warmup,
-        "level_macs": dict(zip(names, costs.level_macs, strict=True)), "router_macs": costs.router_macs,
-        "energy": None if energy is None else {"file": str(energy_json), "level_j": dict(zip(names, energy, strict=True)),
-                                               "router_j": router_energy},
-        "dense_level": names[dense] if dense is not None else None,
-        "level_latency_mean_ms": dict(zip(names, m.level_ms.mean(axis=0).tolist(), strict=True)),
-        "preprocess_mean_ms": float(m.preprocess_ms.mean()),
-        "environment": environment_info(),
-        "definitions": {
-            "latency": "per image: preprocess (decode+resize+normalise) + the chosen level's measured "
-                       "latency on that image (+ the router's, for routed rows); every model ran once per image",
-            "macs": "chosen level's MACs from the manifest (+ router MACs for routed rows)",
-            "random": "router's per-level fractions, seeded permutations, mean over seeds; no router",
-            "oracle": "cheapest level that is right, else the richest; no router (upper bound)",
-        },
-    }
-    if out is not None:
-        result.info["files"] = {k: str(v) for k, v in write_outputs(result, m, Path(out)).items()}
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Outputs
-
-
-def rows_for_csv(rows: Iterable[Row]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]
-
-
 def sweep_for_csv(sweep: Iterable[SweepPoint]) -> list[dict[str, Any]]:
     """Sweep points as dicts; a threshold of +inf (level never taken) is written ``"inf"``."""
     return [{**asdict(p), "thresholds": {k: v if math.isfinite(v) else "inf" for k, v in p.thresholds.items()}}
             for p in sweep]
 
 
-def write_outputs(result: EvalResult, m: Measurements | None, out: Path) -> dict[str, Path]:
-    """``eval.json``, ``rows.csv``, ``sweep.csv``, ``pareto.png`` (and ``measurements.npz``)."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"rows_csv": write_csv(out / ROWS_CSV, rows_for_csv(result.rows)),
-             "sweep_csv": write_csv(out / SWEEP_CSV, sweep_for_csv(result.sweep))}
-    if m is not None:
-        files["measurements"] = m.save(out / MEASUREMENTS_NPZ)
-    files["pareto_png"] = plot_pareto(result, out / PARETO_PNG)
-    files["eval_json"] = out / EVAL_JSON
-    write_json(out / EVAL_JSON, {**result.to_dict(), "files": {k: str(v) for k, v in files.items()}})
-    return files
-
-
-def plot_pareto(result: EvalResult, path: Path) -> Path:
-    """Top-1 vs mean latency (left) and vs mean MACs (right): the sweep, its Pareto front, the
-    static levels, the random cheapest/richest line, random at the router's fractions, oracle,
-    dense and the calibrated ATHE point."""
-    fig = _figure(12.0, 4.8)
-    by = _by_name(result.rows)
-    for ax, key, scale, label in ((fig.add_subplot(1, 2, 1), "latency_mean_ms", 1.0, "mean latency per image (ms)"),
-                                  (fig.add_subplot(1, 2, 2), "mean_macs", 1e-6, "mean MACs per image (M)")):
-        flag = "pareto_latency" if key == "latency_mean_ms" else "pareto_macs"
-        if result.sweep:
-            xs = np.array([getattr(p, key) for p in result.sweep]) * scale
-            ys = np.array([p.accuracy for p in result.sweep])
-            ax.scatter(xs, ys, s=6, color="0.75", label=f"router sweep ({len(xs)} threshold sets)", zorder=1)
-            front = sorted((getattr(p, key) * scale, p.accuracy) for p in result.sweep if getattr(p, flag))
-            ax.plot(*zip(*front, strict=True), "-o", color="tab:red", lw=1.5, ms=3, label="router Pareto front",
-                    zorder=2)
-        static = [r for r in result.rows if r.name.startswith("static:")]
-        ax.plot([getattr(r, key) * scale for r in static], [r.accuracy for r in static], "s", color="tab:blue",
-                ms=7, label="static levels", zorder=3)
-        for r in static:
-            ax.annotate(r.name.split(":", 1)[1], (getattr(r, key) * scale, r.accuracy),
-                        textcoords="offset points", xytext=(5, -10), fontsize=8, color="tab:blue")
-        ch, ri = by["always-cheapest"], by["always-richest"]
-        ax.plot([getattr(ch, key) * scale, getattr(ri, key) * scale], [ch.accuracy, ri.accuracy], "--",
-                color="tab:gray", label="random mix cheapest/richest", zorder=2)
-        if "random" in by:
-            r = by["random"]
-            ax.errorbar([getattr(r, key) * scale], [r.accuracy], yerr=[r.accuracy_std or 0.0], fmt="D",
-                        color="tab:purple", label=f"random @ router fractions ({r.seeds} seeds)", zorder=4)
-        o = by["oracle"]
-        ax.plot([getattr(o, key) * scale], [o.accuracy], "*", color="tab:green", ms=12, label="oracle", zorder=4)
-        if "dense" in by:
-            d = by["dense"]
-            ax.plot([getattr(d, key) * scale], [d.accuracy], "o", mfc="none", mec="k", ms=11, label="dense", zorder=4)
-        if "athe" in by:
-            a = by["athe"]
-            ax.plot([getattr(a, key) * scale], [a.accuracy], "o", color="tab:red", mec="k", ms=10,
-                    label="ATHE (calibrated)", zorder=5)
-        ax.set_xlabel(label)
-        ax.set_ylabel("top-1 (%)")
-        ax.grid(True, alpha=0.3)
-    fig.axes[0].legend(fontsize=7, loc="best")
-    title = f"{result.info.get('variant', '')} on {result.n_images} images"
-    backend = result.info.get("backend") or {}
-    if backend:
-        title += f" — {backend.get('backend')} ({backend.get('threads')} threads)"
-    if result.warnings:
-        title += "\nRANDOM WEIGHTS: accuracy is meaningless"
-    fig.suptitle(title, color="tab:red" if result.warnings else "black")
-    return _save(fig, path)
-
-
-def _pct(value: float | None, spec: str = ".2f") -> str:
-    return "–" if value is None or not math.isfinite(value) else format(value, spec)
-
-
-def print_report(result: EvalResult, console: Any = None) -> None:
-    """The rows table, the router table and the verdicts (rich)."""
-    from rich.console import Console
-    from rich.panel import Panel
-    from rich.table import Table
-
-    console = console or Console()
-    for warning in result.warnings:
-        console.print(Panel(f"[bold]WARNING[/bold]: {warning}", style="bold red"))
-    names = result.level_names
-    title = f"ATHE eval: {result.info.get('variant', '')}, {result.n_images} images"
-    accuracy = Table(title=f"{title}: top-1 (per level: routed share · top-1 of that group)")
-    for col in ("row", "top-1 %", *names):
-        accuracy.add_column(col, justify="left" if col == "row" else "right")
-    energy = any(r.energy_j is not None for r in result.rows)
-    cost = Table(title=f"{title}: cost per image (latency = preprocess + chosen level + router)")
-    for col in ("row", "MACs (M)", "mean ms", "p50 ms", "p90 ms", "router %", *(["J/img"] if energy else [])):
-        cost.add_column(col, justify="left" if col == "row" else "right")
-    for r in result.rows:
-        style = "bold" if r.name == "athe" else None
-        top1 = _pct(r.accuracy) + (f" ± {_pct(r.accuracy_std)}" if r.accuracy_std is not None else "")
-        groups = [f"{r.fraction[n]:.0%} · {_pct(r.group_accuracy[n], '.1f')}" if r.fraction[n] > 0 else "–"
-                  for n in names]
-        accuracy.add_row(r.name, top1, *groups, style=style)
-        cells = [r.name, f"{r.mean_macs / 1e6:.2f}", f"{r.latency_mean_ms:.3f}", f"{r.latency_p50_ms:.3f}",
-                 f"{r.latency_p90_ms:.3f}", f"{100 * r.router_share:.1f}"]
-        if energy:
-            cells.append("–" if r.energy_j is None else f"{r.energy_j:.4g}" + (" *" if r.energy_note else ""))
-        cost.add_row(*cells, style=style)
-    console.print(accuracy)
-    console.print(cost)
-    if any(r.energy_note for r in result.rows):
-        console.print("* router energy not given in the energy JSON: excluded from routed rows")
-    if result.router is not None:
-        rt = Table(title=f"Router vs oracle labels (routed level = oracle's on "
-                         f"{result.router['oracle_agreement']:.1f} % of images; {result.router['mean_ms']:.3f} ms)")
-        for col in ("level", "threshold", "acc @0.5 %", "acc @threshold %", "level right %"):
-            rt.add_column(col, justify="left" if col == "level" else "right")
-        for n in names:
-            th = result.router["thresholds"].get(n)
-            rt.add_row(n, "fallback" if th is None else f"{th:.3g}", _pct(result.router["accuracy_at_0.5"][n]),
-                       _pct(result.router["accuracy_at_threshold"].get(n)), _pct(result.router["positive_rate"][n]))
-        console.print(rt)
-    for v in result.verdicts:
-        color = {"MET": "green", "NOT MET": "red"}.get(v.status, "yellow")
-        console.print(f"[bold {color}]{v.status:7s}[/bold {color}] {v.claim} (target: {v.target or '–'}): {v.text}")
-    for warning in result.warnings:
-        console.print(f"[bold red]WARNING: {warning}[/bold red]")

@@ -1,4 +1,4 @@
-"""``athe eval``: results table, threshold sweep and verdicts of a bundle (see ``evaluate``).
+"""``athe eval``: results table, threshold sweep and verdicts of a bundle (see ``athe.evaluate``).
 
 Example::
 
@@ -50,7 +50,9 @@ def eval_command(bundle_dir: str, data: str, backend: str, threads: int | None, 
     from rich.console import Console
     from rich.progress import Progress
 
-    from athe.pi_runner.evaluate import EvalError, print_report, run_eval
+    from athe.evaluate.analysis import EvalError
+    from athe.evaluate.measure import run_eval
+    from athe.evaluate.output import print_report
     from athe.runtime import BackendError, BundleError, DispatchError
 
     out_dir = Path(out) if out else Path(f"eval-{Path(bundle_dir).resolve().name}-{backend}")
