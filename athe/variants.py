@@ -129,6 +129,31 @@ class Level:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One link of the multi-exit chain: consecutive blocks at a fixed token and head count.
+
+    Attributes:
+        name: stage name (manifest, reports); its exit has the same name.
+        blocks: ``(start, stop)``: blocks ``start..stop-1`` of the backbone.
+        keep: keep ratio of the non-CLS tokens on entry, ranked by the CLS attention of the
+            previous stage's last block (averaged over its heads); ``1.0`` keeps every token.
+            Ignored for the first stage (it starts from the image).
+        fuse: on entry, append one token, the CLS-attention-weighted mean of the dropped ones.
+        heads: heads used in every block of the stage (the first ``heads``); None = all.
+
+    Every stage ends in an exit. The last stage's exit is the backbone's own norm + head (so a
+    chain of full-token, all-head stages ends in exactly the dense level); earlier exits are a
+    LayerNorm + linear on CLS concatenated with the mean of the other tokens.
+    """
+
+    name: str
+    blocks: tuple[int, int]
+    keep: float = 1.0
+    fuse: bool = False
+    heads: int | None = None
+
+
+@dataclass(frozen=True)
 class RouterConfig:
     """The tiny CNN that predicts, per level, whether that level will be right.
 
@@ -160,6 +185,8 @@ class TrainRecipe:
     split_seed: int = 0
     augment: str = "crop_flip"
     distill_weight: float = 1.0
+    mix_prob: float = 0.0
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +203,7 @@ class Variant:
     timm_init: str | None = None
     default_checkpoint: str | None = None
     labels: tuple[str, ...] = field(default=(), repr=False)
+    stages: tuple[Stage, ...] = ()
 
     def level(self, name: str) -> Level:
         """Return the level called ``name``; unknown names raise with the valid ones."""
@@ -209,6 +237,18 @@ class Variant:
         """Multiply-accumulates of one image through ``level`` (stem, blocks, head)."""
         lv = self.level(level) if isinstance(level, str) else level
         return level_macs(self.backbone, lv)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [st.name for st in self.stages]
+
+    def stage_tokens(self) -> list[int]:
+        """Tokens (CLS included) inside each stage."""
+        return [t for t, _ in _stage_shapes(self.backbone, self.stages)]
+
+    def stage_macs(self) -> list[int]:
+        """Multiply-accumulates of one image through each stage, its exit included."""
+        return stage_macs(self.backbone, self.stages)
 
 
 def keep_count(n_tokens: int, ratio: float) -> int:
@@ -251,6 +291,38 @@ def level_macs(cfg: BackboneConfig, level: Level) -> int:
         total += 2 * nm * d * hidden  # mlp
     total += d * cfg.num_classes
     return total
+
+
+def _stage_shapes(cfg: BackboneConfig, stages: tuple[Stage, ...]) -> list[tuple[int, int]]:
+    """``(tokens incl. CLS, non-CLS tokens before selection)`` of each stage."""
+    n = cfg.num_patches
+    out = []
+    for i, st in enumerate(stages):
+        before = n
+        if i > 0 and st.keep < 1.0:
+            n = keep_count(n, st.keep) + (1 if st.fuse else 0)
+        out.append((n + 1, before))
+    return out
+
+
+def stage_macs(cfg: BackboneConfig, stages: tuple[Stage, ...]) -> list[int]:
+    """Analytic MACs per stage (stem in the first, exit head in each)."""
+    d = cfg.embed_dim
+    hidden = int(d * cfg.mlp_ratio)
+    out = []
+    for i, (st, (tokens, before)) in enumerate(zip(stages, _stage_shapes(cfg, stages), strict=True)):
+        heads = st.heads or cfg.num_heads
+        inner = heads * cfg.head_dim
+        total = stem_macs(cfg) if i == 0 else 0
+        if i > 0 and st.keep < 1.0:
+            total += (before + 1) * d  # fused-token weighted sum (negligible)
+        per_block = tokens * d * 3 * inner + 2 * heads * tokens * tokens * cfg.head_dim
+        per_block += tokens * inner * d + 2 * tokens * d * hidden
+        total += per_block * (st.blocks[1] - st.blocks[0])
+        last = i == len(stages) - 1
+        total += d * cfg.num_classes if last else 2 * d * cfg.num_classes
+        out.append(total)
+    return out
 
 
 def conv_stem_channels(cfg: BackboneConfig) -> list[int]:
@@ -300,6 +372,27 @@ _CIFAR100_RECIPE = TrainRecipe(
     warmup_epochs=2.0, label_smoothing=0.1, val_size=5000, router_size=5000,
 )
 
+def check_stages(variant: Variant) -> None:
+    """Stages must tile the blocks in order, with sane keep ratios, heads and unique names."""
+    stages, depth = variant.stages, variant.backbone.depth
+    names = [st.name for st in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant {variant.name!r} has duplicate stage names {names}")
+    at = 0
+    for st in stages:
+        start, stop = st.blocks
+        if start != at or stop <= start:
+            raise ValueError(f"{variant.name}/{st.name}: blocks {st.blocks} must start at block {at} "
+                             "and hold at least one block (stages tile the backbone in order)")
+        if not 0.0 < st.keep <= 1.0:
+            raise ValueError(f"{variant.name}/{st.name}: keep={st.keep} must be in (0, 1]")
+        if st.heads is not None and not 1 <= st.heads <= variant.backbone.num_heads:
+            raise ValueError(f"{variant.name}/{st.name}: heads={st.heads} out of range")
+        at = stop
+    if at != depth:
+        raise ValueError(f"variant {variant.name!r}: stages end at block {at}, the backbone has {depth}")
+
+
 VARIANTS: dict[str, Variant] = {}
 
 
@@ -315,6 +408,8 @@ def register(variant: Variant) -> Variant:
                 raise ValueError(f"{variant.name}/{lv.name}: bad keep entry ({block}, {ratio})")
         if lv.heads is not None and not 1 <= lv.heads <= variant.backbone.num_heads:
             raise ValueError(f"{variant.name}/{lv.name}: heads={lv.heads} out of range")
+    if variant.stages:
+        check_stages(variant)
     VARIANTS[variant.name] = variant
     return variant
 
@@ -335,6 +430,12 @@ register(Variant(
     train=_CIFAR100_RECIPE,
     timm_init="deit_tiny_patch16_224.fb_in1k",
     labels=CIFAR100_LABELS,
+    # Exits after blocks 4, 8 and 12; 196 -> 137 -> 96 patch tokens kept on entry to s2, s3.
+    stages=(
+        Stage("s1", blocks=(0, 4)),
+        Stage("s2", blocks=(4, 8), keep=0.7, fuse=True),
+        Stage("s3", blocks=(8, 12), keep=0.7, fuse=True),
+    ),
 ))
 
 register(Variant(
@@ -362,6 +463,13 @@ register(Variant(
     ),
     default_checkpoint="checkpoints/athe-mini.pt",
     labels=CIFAR10_LABELS,
+    # Exits after blocks 2, 4 and 6, every token and head kept: at 32x32 and batch 1 token
+    # selection between stages did not pay (see README), and the last exit is the dense level.
+    stages=(
+        Stage("s1", blocks=(0, 2)),
+        Stage("s2", blocks=(2, 4)),
+        Stage("s3", blocks=(4, 6)),
+    ),
 ))
 
 register(Variant(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from athe.variants import Level, RouterConfig, get_variant, replace
+from athe.variants import Level, RouterConfig, Stage, get_variant, replace
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train.tar.gz"
 CIFAR_ARCHIVE = Path(os.environ.get("ATHE_CIFAR_ARCHIVE", SHARED_DATA))
@@ -27,6 +27,12 @@ def tiny_variant():
         ),
         router=RouterConfig(input_size=16, width=0.25),
         default_checkpoint=None,
+        # One exit per block; s2 keeps half the tokens on entry (the selection path is tested).
+        stages=(
+            Stage("s1", blocks=(0, 1)),
+            Stage("s2", blocks=(1, 2), keep=0.5, fuse=True),
+            Stage("s3", blocks=(2, 3)),
+        ),
     )
 
 

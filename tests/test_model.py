@@ -34,7 +34,8 @@ def test_dense_level_equals_timm_forward():
     torch.manual_seed(0)
     model = build_model(v).eval()
     ref = timm.create_model("deit_tiny_patch16_224", num_classes=100).eval()
-    ref.load_state_dict(model.state_dict())
+    # The early-exit heads are ATHE's additions; everything else is timm's layout.
+    ref.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("exit_heads.")})
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(model(x, level="dense"), ref(x), atol=1e-5)
@@ -158,3 +159,35 @@ def test_timm_pretrained_path_calls_timm(monkeypatch):
     model = load_model(get_variant("athe-simple"), timm_pretrained=True)
     assert calls["args"] == ("deit_tiny_patch16_224.fb_in1k", True)
     assert model.head.weight.shape == (100, 192)
+
+
+@pytest.mark.parametrize("name", ["athe-mini", "athe-simple"])
+def test_stage_chain_runs_stage_by_stage(name):
+    """forward_exits == forward_stage called one stage at a time; a chain that keeps every
+    token and head ends in exactly the dense level."""
+    v = get_variant(name)
+    torch.manual_seed(0)
+    model = build_model(v).eval()
+    S = v.backbone.img_size
+    x = torch.randn(2, 3, S, S)
+    with torch.no_grad():
+        exits = model.forward_exits(x)
+        tokens, scores = x, None
+        for i, st in enumerate(v.stages):
+            tokens, logits, scores = model.forward_stage(i, tokens, scores)
+            assert torch.equal(logits, exits[i])
+            assert tokens.shape[1] == v.stage_tokens()[i]
+            assert (scores is not None) == model.needs_scores(i)
+        dense = model(x)
+    assert len(exits) == len(v.stages)
+    if model.chain_is_dense:
+        assert torch.equal(exits[-1], dense)
+
+
+def test_checkpoint_without_exit_heads_loads_and_says_so(tmp_path):
+    v = get_variant("athe-mini")
+    state = {k: t for k, t in build_model(v).state_dict().items() if not k.startswith("exit_heads.")}
+    torch.save({"model": state}, tmp_path / "old.pt")
+    model = load_model(v, tmp_path / "old.pt")
+    assert model.exits_trained is False
+    assert load_model(v).exits_trained is True

@@ -18,7 +18,13 @@ from athe.training.data import DataError, load_imagefolder, make_split
 from athe.training.model import build_model
 from athe.training.router import build_router
 from athe.training.router_train import correctness_labels, train_router
-from athe.training.train import TrainConfig, level_losses, train_backbone
+from athe.training.train import (
+    TrainConfig,
+    level_losses,
+    mix_batch,
+    smooth_targets,
+    train_backbone,
+)
 from athe.training.transforms import augment_batch, eval_tensor, normalize_batch
 
 pytestmark = pytest.mark.slow
@@ -55,6 +61,42 @@ def test_loss_falls_on_real_images(cifar_archive, tiny):
     last = np.mean([h["dense"] for h in history[-5:]])
     assert last < first - 0.2, (first, last)
     assert {"simple", "complex"} & set(history[-1])  # cheap levels trained by distillation
+
+
+def test_exit_losses_fall_on_real_images(cifar_archive, tiny):
+    """Every exit of the stage chain learns (CE + distillation from the last exit)."""
+    images = load_imagefolder(cifar_archive)
+    idx = np.random.default_rng(1).permutation(len(images))[:256]
+    x_all = normalize_batch(torch.from_numpy(images.array[idx]), tiny.preprocess)
+    y_all = torch.from_numpy(images.labels[idx])
+    torch.manual_seed(0)
+    model = build_model(tiny).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    cfg = _cfg(Path("."), cifar_archive, cheap_levels_per_step=1)
+    history = []
+    for step in range(40):
+        b = (step * 64) % 256
+        opt.zero_grad()
+        losses = level_losses(model, tiny, x_all[b:b + 64], y_all[b:b + 64], cfg, step,
+                              amp=("cpu", torch.bfloat16, True))
+        opt.step()
+        history.append({k: v.item() for k, v in losses.items()})
+    for name in ("exit_s1", "exit_s2", "exit_s3"):
+        first = np.mean([h[name] for h in history[:5]])
+        last = np.mean([h[name] for h in history[-5:]])
+        assert last < first - 0.2, (name, first, last)
+
+
+def test_mix_batch_is_seeded_and_keeps_targets_normalised():
+    x = torch.randn(8, 3, 32, 32)
+    t = smooth_targets(torch.arange(8) % 10, 10, 0.1)
+    assert torch.allclose(t.sum(1), torch.ones(8)) and t.argmax(1).tolist() == (torch.arange(8) % 10).tolist()
+    outs = [mix_batch(x, t, 1.0, np.random.default_rng([3, 1, 2, 0])) for _ in range(2)]
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert not torch.equal(outs[0][0], x)  # prob 1: always mixed
+    assert torch.allclose(outs[0][1].sum(1), torch.ones(8))
+    same = mix_batch(x, t, 0.0, np.random.default_rng(0))
+    assert same[0] is x and same[1] is t
 
 
 def test_resume_reproduces_the_next_epoch(cifar_archive, tiny, tmp_path):

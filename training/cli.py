@@ -34,12 +34,21 @@ def train() -> None:
 @click.option("--max-steps", type=int, default=None)
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+              show_default=True, help="auto: bf16 autocast where the CPU has bf16 matmuls (AMX/AVX512-BF16).")
+@click.option("--mix-prob", type=click.FloatRange(0, 1), default=None,
+              help="Probability that a batch is mixed (mixup/cutmix); default: the variant's.")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="EMA of weights per step (0: off); default: the variant's.")
+@click.option("--exit-weight", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Weight of each early exit's loss.")
 @click.option("--out", type=click.Path(), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def backbone(variant_name: str, data: str | None, dataset: str, download: bool, init: str | None,
              epochs: int | None, batch_size: int | None, lr: float | None,
              cheap_levels_per_step: int, seed: int, limit: int | None, max_steps: int | None,
-             workers: int, compile_: bool, out: str, resume: bool) -> None:
+             workers: int, compile_: bool, precision: str, mix_prob: float | None,
+             ema_decay: float | None, exit_weight: float, out: str, resume: bool) -> None:
     """Train every level of VARIANT's backbone with one weight set."""
     from athe.training.train import TrainConfig, train_backbone
 
@@ -59,6 +68,9 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
         val_size=recipe.val_size, router_size=recipe.router_size, split_seed=recipe.split_seed,
         seed=seed, init=init, cheap_levels_per_step=cheap_levels_per_step, limit=limit,
         max_steps=max_steps, workers=workers, compile=compile_, dataset=dataset, download=download,
+        precision=precision, exit_weight=exit_weight,
+        mix_prob=recipe.mix_prob if mix_prob is None else mix_prob,
+        ema_decay=recipe.ema_decay if ema_decay is None else ema_decay,
     )
     try:
         metrics = train_backbone(cfg, variant, resume=resume)

@@ -121,9 +121,19 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("ATHE_CACHE", Path.home() / ".cache" / "athe"))
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _file_key(path: Path) -> str:
-    st = path.stat()
-    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    """The cache key of an archive: its content's sha256 (a changed archive is never served
+    from a stale cache, a copied or touched one still is)."""
+    return file_sha256(path)[:16]
 
 
 def load_imagefolder(path: str | Path, *, cache: bool = True) -> ImageSet:

@@ -33,7 +33,7 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from athe.variants import BackboneConfig, Level, Variant, conv_stem_channels, keep_count
+from athe.variants import BackboneConfig, Level, Stage, Variant, conv_stem_channels, keep_count
 
 _logger = logging.getLogger(__name__)
 
@@ -143,6 +143,30 @@ class AtheBlock(Block):
             x = select_tokens(x, scores, keep_k, fuse)
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
+    def forward_scored(self, x: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block with ``heads`` heads, also returning its CLS attention ``[batch, tokens-1]``
+        (what the next stage's token keeping ranks by); no token is dropped here."""
+        out, scores = self.attn.forward_level(self.norm1(x), heads, True)
+        assert scores is not None
+        x = x + self.drop_path1(self.ls1(out))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), scores
+
+
+class ExitHead(nn.Module):
+    """An early exit: LayerNorm + linear on CLS concatenated with the mean of the other tokens."""
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(2 * dim, eps=1e-6)
+        self.fc = nn.Linear(2 * dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, tokens, dim]`` -> normalised ``[batch, 2 * dim]``."""
+        return self.norm(torch.cat([x[:, 0], x[:, 1:].mean(dim=1)], dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
 
 class ConvStemPatchEmbed(PatchEmbed):
     """timm ``PatchEmbed`` whose single strided conv is replaced by a small conv stem.
@@ -184,7 +208,8 @@ class AtheViT(VisionTransformer):
     Construction, weight init, checkpoint layout and ``forward_features`` are timm's.
     """
 
-    def __init__(self, cfg: BackboneConfig, levels: Sequence[Level] = (), **kwargs) -> None:
+    def __init__(self, cfg: BackboneConfig, levels: Sequence[Level] = (),
+                 stages: Sequence[Stage] = (), **kwargs) -> None:
         embed_layer = ConvStemPatchEmbed if cfg.stem == "conv" else PatchEmbed
         super().__init__(
             img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim,
@@ -194,6 +219,12 @@ class AtheViT(VisionTransformer):
         )
         self.cfg = cfg
         self.levels = {lv.name: lv for lv in levels}
+        self.stages: tuple[Stage, ...] = tuple(stages)
+        # One exit head per stage but the last (whose exit is the backbone's norm + head).
+        self.exit_heads = nn.ModuleList(
+            ExitHead(cfg.embed_dim, cfg.num_classes) for _ in self.stages[:-1])
+        #: False when the loaded weights had no exit heads (they are then random).
+        self.exits_trained = True
 
     def keep_counts(self, level: Level) -> dict[int, int]:
         """``{block: tokens kept besides CLS}`` for ``level`` (static, from the schedule)."""
@@ -224,13 +255,87 @@ class AtheViT(VisionTransformer):
         x = self.norm(x)
         return self.forward_head(x)
 
-    def forward(self, x: torch.Tensor, level: str | Level | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, level: str | Level | None = None,  # type: ignore[override]
+                exits: bool = False):
+        """Logits of ``level`` (None = dense), or with ``exits=True`` the list of every exit's."""
+        if exits:
+            return self.forward_exits(x)
         return self.forward_level(x, resolve_level(self.levels, level))
+
+    # -- the multi-exit chain ------------------------------------------------------------
+
+    def stage_keep(self, index: int) -> int | None:
+        """Non-CLS tokens kept on entry to stage ``index`` (None: no selection there)."""
+        st = self.stages[index]
+        if index == 0 or st.keep >= 1.0:
+            return None
+        n = self.patch_embed.num_patches
+        for prev in self.stages[1:index]:
+            if prev.keep < 1.0:
+                n = keep_count(n, prev.keep) + (1 if prev.fuse else 0)
+        return keep_count(n, st.keep)
+
+    def needs_scores(self, index: int) -> bool:
+        """Whether stage ``index`` must hand CLS-attention scores to the next stage."""
+        return index + 1 < len(self.stages) and self.stage_keep(index + 1) is not None
+
+    def forward_stage(self, index: int, x: torch.Tensor, scores: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One stage: ``(tokens out, exit logits, scores for the next stage or None)``.
+
+        Args:
+            index: stage index.
+            x: images ``[batch, 3, H, W]`` for stage 0, else the previous stage's tokens.
+            scores: the previous stage's CLS attention when this stage keeps tokens on entry.
+        """
+        st = self.stages[index]
+        if index == 0:
+            x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
+        keep = self.stage_keep(index)
+        if keep is not None:
+            if scores is None:
+                raise ValueError(f"stage {st.name!r} keeps tokens on entry and needs scores")
+            x = select_tokens(x, scores, keep, st.fuse)
+        heads = st.heads or self.cfg.num_heads
+        out_scores = None
+        start, stop = st.blocks
+        for b in range(start, stop):
+            if b == stop - 1 and self.needs_scores(index):
+                x, out_scores = self.blocks[b].forward_scored(x, heads)
+            else:
+                x = self.blocks[b].forward_level(x, heads, None, False)
+        if index == len(self.stages) - 1:
+            logits = self.forward_head(self.norm(x))
+        else:
+            logits = self.exit_heads[index](x)
+        return x, logits, out_scores
+
+    def forward_exits(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Logits of every exit (or of the first ``upto``), in chain order."""
+        if not self.stages:
+            raise ValueError("this variant declares no stages")
+        n = len(self.stages) if upto is None else upto
+        out, scores = [], None
+        for i in range(n):
+            x, logits, scores = self.forward_stage(i, x, scores)
+            out.append(logits)
+        return out
+
+    @property
+    def chain_is_dense(self) -> bool:
+        """True when the last exit of the chain computes exactly the dense level."""
+        return chain_is_dense(self.cfg, self.stages)
+
+
+def chain_is_dense(cfg: BackboneConfig, stages: Sequence[Stage]) -> bool:
+    """Whether a stage chain keeps every token and head (its last exit is the dense level)."""
+    return bool(stages) and all(
+        st.keep >= 1.0 and (st.heads or cfg.num_heads) == cfg.num_heads for st in stages)
 
 
 def build_model(variant: Variant, **kwargs) -> AtheViT:
     """A randomly initialised ``AtheViT`` for ``variant`` (timm's init)."""
-    return AtheViT(variant.backbone, variant.levels, **kwargs)
+    return AtheViT(variant.backbone, variant.levels, variant.stages, **kwargs)
 
 
 def _shape_error(variant: Variant, key: str, got: tuple, want: tuple, source: str) -> ValueError:
@@ -247,6 +352,13 @@ def load_backbone_weights(model: AtheViT, variant: Variant, state: dict, source:
         if key in own and tuple(own[key].shape) != tuple(value.shape):
             raise _shape_error(variant, key, tuple(value.shape), tuple(own[key].shape), source)
     missing, unexpected = model.load_state_dict(state, strict=False)
+    exit_keys = [k for k in missing if k.startswith("exit_heads.")]
+    if exit_keys:
+        # Weights from before the exits existed (or a plain timm state dict): the exits stay
+        # random and say so; everything else must fit exactly.
+        _logger.warning("%s: no exit heads in these weights; the early exits are untrained", source)
+        model.exits_trained = False
+        missing = [k for k in missing if not k.startswith("exit_heads.")]
     if missing or unexpected:
         raise ValueError(
             f"{source}: does not fit variant {variant.name!r}: missing {missing[:5]}, "

@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from athe.training.data import ImageSet, check_labels, load_imageset, make_split
-from athe.training.model import AtheViT, load_model
+from athe.training.model import AtheViT, chain_is_dense, load_model
 from athe.training.transforms import (
     PilDataset,
     augment_batch,
@@ -75,6 +74,10 @@ class TrainConfig:
     dataset: str = "auto"
     download: bool = False
     log_every: int = 50
+    precision: str = "auto"  # auto: bf16 autocast where the CPU/GPU has bf16 matmuls, else fp32
+    exit_weight: float = 1.0  # weight of each early exit's loss (CE + distillation from the last)
+    mix_prob: float = 0.0  # probability that a batch is mixed (mixup or cutmix, half each)
+    ema_decay: float = 0.0  # EMA of weights per step (0: off); the EMA is what gets evaluated
 
 
 def _is_dist() -> bool:
@@ -134,34 +137,114 @@ def cheap_levels_for_step(cheap: list[Level], step: int, per_step: int) -> list[
     return [cheap[0]] + [others[(start + j) % len(others)] for j in range(per_step - 1)]
 
 
+def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against a probability target ``[batch, classes]`` (float32 maths)."""
+    return -(target * logits.float().log_softmax(-1)).sum(-1).mean()
+
+
 def level_losses(model: AtheViT, variant: Variant, x: torch.Tensor, y: torch.Tensor,
-                 cfg: TrainConfig, step: int) -> dict[str, torch.Tensor]:
-    """Dense CE + in-place distillation of the cheaper levels; backward is done per level."""
+                 cfg: TrainConfig, step: int,
+                 amp: tuple[str, torch.dtype, bool] = ("cpu", torch.bfloat16, False)
+                 ) -> dict[str, torch.Tensor]:
+    """One step's losses; backward is done per forward (frees activations early).
+
+    ``y`` is a probability target ``[batch, classes]`` (label smoothing and mixing applied).
+    With stages, the chain runs once: its last exit is trained on ``y`` and every earlier exit
+    on ``y`` and on the last exit's detached output (half each); when the chain is the dense
+    level (no token selection, all heads) that forward also serves as the dense level's. The
+    cheaper levels then learn from the dense level's detached output (in-place distillation).
+    """
+    device_type, dtype, enabled = amp
+    if not y.is_floating_point():  # integer labels: smoothed one-hot targets
+        y = smooth_targets(y, variant.backbone.num_classes, cfg.label_smoothing)
     dense = variant.dense_level
-    logits = model(x, level=dense)
-    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-    losses = {dense.name: loss.detach()}
+    losses: dict[str, torch.Tensor] = {}
+    stages = variant.stages
+    with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        if stages:
+            exits = model(x, exits=True)
+            final = exits[-1]
+            loss = soft_ce(final, y)
+            teacher_exit = final.detach().float().softmax(-1)
+            for st, logits in zip(stages[:-1], exits[:-1], strict=True):
+                ex = 0.5 * soft_ce(logits, y) + 0.5 * soft_ce(logits, teacher_exit)
+                loss = loss + cfg.exit_weight * ex
+                losses[f"exit_{st.name}"] = ex.detach()
+            if chain_is_dense(variant.backbone, stages):
+                losses[dense.name] = soft_ce(final.detach(), y)
+                dense_logits = final
+            else:
+                losses[f"exit_{stages[-1].name}"] = soft_ce(final.detach(), y)
+                dense_logits = model(x, level=dense)
+                dl = soft_ce(dense_logits, y)
+                loss = loss + dl
+                losses[dense.name] = dl.detach()
+        else:
+            dense_logits = model(x, level=dense)
+            loss = soft_ce(dense_logits, y)
+            losses[dense.name] = loss.detach()
     loss.backward()
-    teacher = logits.detach().softmax(-1)
+    teacher = dense_logits.detach().float().softmax(-1)
     for lv in cheap_levels_for_step(list(variant.levels[:-1]), step, cfg.cheap_levels_per_step):
-        student = model(x, level=lv)
-        kd = -(teacher * student.log_softmax(-1)).sum(-1).mean()
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            kd = soft_ce(model(x, level=lv), teacher)
         (cfg.distill_weight * kd).backward()
         losses[lv.name] = kd.detach()
     return losses
 
 
+def resolve_precision(precision: str, device: torch.device) -> tuple[bool, torch.dtype]:
+    """``(autocast on, dtype)`` for ``--precision`` (``auto``, ``bf16``, ``fp16``, ``fp32``)."""
+    if precision == "fp32":
+        return False, torch.float32
+    if device.type == "cuda":
+        if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
+            return True, torch.float16
+        return True, torch.bfloat16
+    if precision == "fp16":
+        raise ValueError("--precision fp16 needs a GPU; on CPU use bf16 or fp32")
+    if precision == "bf16":
+        return True, torch.bfloat16
+    # auto on CPU: bf16 only where oneDNN has native bf16 kernels (AVX512-BF16 / AMX);
+    # elsewhere emulated bf16 is slower than fp32.
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), torch.bfloat16
+
+
+class ModelEma:
+    """Exponential moving average of a model's parameters and buffers (float32 copies)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
+                      for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.state[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, variant: Variant, x_all: torch.Tensor, y_all: torch.Tensor,
-             device: torch.device, batch_size: int = 500) -> dict[str, float]:
+             device: torch.device, batch_size: int = 500, dense_only: bool = False
+             ) -> dict[str, float]:
     """Top-1 (%) of every level on preprocessed ``[N, 3, S, S]`` images."""
     model.eval()
-    correct = {lv.name: 0 for lv in variant.levels}
+    levels = [variant.dense_level] if dense_only else list(variant.levels)
+    correct = {lv.name: 0 for lv in levels}
+    stages = () if dense_only else getattr(model, "stages", ())
+    correct.update({f"exit_{st.name}": 0 for st in stages})
     for s in range(0, len(y_all), batch_size):
         x = x_all[s:s + batch_size].to(device)
         y = y_all[s:s + batch_size].to(device)
-        for lv in variant.levels:
+        for lv in levels:
             correct[lv.name] += (model(x, level=lv).argmax(-1) == y).sum().item()
+        if stages:
+            for st, logits in zip(stages, model.forward_exits(x), strict=True):  # type: ignore[operator]
+                correct[f"exit_{st.name}"] += (logits.argmax(-1) == y).sum().item()
     return {k: 100.0 * v / max(1, len(y_all)) for k, v in correct.items()}
 
 
@@ -251,7 +334,7 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {str(ckpt_path)!r}; start without --resume")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         saved = TrainConfig(**state["config"])
         for key in ("variant", "batch_size", "lr", "split_seed", "val_size", "router_size", "seed"):
             if getattr(saved, key) != getattr(cfg, key):
@@ -298,8 +381,11 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     train_model = torch.compile(ddp_model) if cfg.compile else ddp_model
-    amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp, amp_dtype = resolve_precision(cfg.precision, device)
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    if ema is not None and state is not None and "ema" in state:
+        ema.state = state["ema"]
+    num_classes = variant.backbone.num_classes
 
     pil_loader = None
     if not array_mode:
@@ -315,7 +401,7 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
         if pil_loader is not None:
             loader = DataLoader(pil_loader, batch_size=cfg.batch_size, sampler=order.tolist(),
                                 num_workers=cfg.workers, drop_last=True,
-                                persistent_workers=False, pin_memory=amp)
+                                persistent_workers=False, pin_memory=device.type == "cuda")
             batches = iter(loader)
         model.train()
         progress = _Progress(steps_per_epoch, epoch, cfg.epochs, rank == 0, cfg.log_every)
@@ -330,13 +416,19 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
             else:
                 x, y = next(batches)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            target = smooth_targets(y, num_classes, cfg.label_smoothing)
+            if cfg.mix_prob > 0:
+                x, target = mix_batch(x, target, cfg.mix_prob,
+                                      np.random.default_rng([cfg.seed, epoch, i, rank]))
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                losses = level_losses(train_model, variant, x, y, cfg, step)  # type: ignore[arg-type]
+            losses = level_losses(train_model, variant, x, target, cfg, step,  # type: ignore[arg-type]
+                                  amp=(device.type, amp_dtype, amp))
             if cfg.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             step += 1
             dense_loss = losses[variant.dense_level.name].item()
             loss_sum += dense_loss
@@ -349,7 +441,15 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
         progress.close()
         epoch_time = time.time() - t0
         done_steps = i + 1
-        val = evaluate(model, variant, val_x, val_y, device) if (rank == 0 and val_x is not None) else {}
+        val: dict[str, float] = {}
+        if rank == 0 and val_x is not None:
+            val = evaluate(model, variant, val_x, val_y, device, dense_only=ema is not None)
+            if ema is not None:
+                live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                model.load_state_dict(ema.state)
+                val = {**{f"raw_{k}": v for k, v in val.items()},
+                       **evaluate(model, variant, val_x, val_y, device)}
+                model.load_state_dict(live)
         metrics = {
             "epoch": epoch + 1, "step": step, "train_loss": loss_sum / done_steps,
             **{f"loss_{k}": v / done_steps for k, v in level_sums.items()},
@@ -364,13 +464,45 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step,
                 "config": asdict(cfg), "variant": variant.name, "classes": images.classes,
-                "metrics": metrics,
+                "metrics": metrics, **({"ema": ema.state} if ema is not None else {}),
             }, ckpt_path)
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
     if _is_dist():
         dist.barrier()
     return metrics
+
+
+def smooth_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """Integer labels -> label-smoothed probability targets ``[batch, classes]``."""
+    t = torch.full((len(y), num_classes), smoothing / num_classes, device=y.device)
+    return t.scatter_(1, y.view(-1, 1), 1.0 - smoothing + smoothing / num_classes)
+
+
+def mix_batch(x: torch.Tensor, target: torch.Tensor, prob: float, rng: np.random.Generator,
+              mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """With probability ``prob``, mixup or cutmix (half each) the batch with its reverse.
+
+    The random draws come from ``rng`` (seeded per step), so a resumed run mixes exactly as a
+    straight one.
+    """
+    if rng.random() >= prob:
+        return x, target
+    perm = torch.arange(len(x) - 1, -1, -1, device=x.device)
+    if rng.random() < 0.5:
+        lam = float(rng.beta(mixup_alpha, mixup_alpha))
+        return lam * x + (1 - lam) * x[perm], lam * target + (1 - lam) * target[perm]
+    lam = float(rng.beta(cutmix_alpha, cutmix_alpha))
+    H, W = x.shape[-2:]
+    ch, cw = int(H * math.sqrt(1 - lam)), int(W * math.sqrt(1 - lam))
+    cy, cx = int(rng.integers(0, H)), int(rng.integers(0, W))
+    y0, y1 = max(0, cy - ch // 2), min(H, cy + ch // 2)
+    x0, x1 = max(0, cx - cw // 2), min(W, cx + cw // 2)
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (H * W)
+    return out, lam * target + (1 - lam) * target[perm]
 
 
 def seed_everything(seed: int) -> None:
