@@ -173,7 +173,7 @@ def test_stage_chain_runs_stage_by_stage(name):
     with torch.no_grad():
         exits = model.forward_exits(x)
         tokens, scores = x, None
-        for i, st in enumerate(v.stages):
+        for i in range(len(v.stages)):
             tokens, logits, scores = model.forward_stage(i, tokens, scores)
             assert torch.equal(logits, exits[i])
             assert tokens.shape[1] == v.stage_tokens()[i]
