@@ -14,6 +14,12 @@ Example::
 Dispatch rule (shared by the Python dispatcher, the PWA and the Android core): levels are
 ordered cheapest first; run the router; pick the first level whose router probability is
 ``>= thresholds[level]``; the last level (richest) is the fallback and has no threshold.
+
+Exit rule (schema 2, bundles with ``stages``; the default policy there): run stage 1 on the
+image; after every stage but the last, compute its gate score (``athe.runtime.gates``) from the
+stage's exit logits and CLS token; stop when ``score >= stage.threshold`` and answer with that
+exit, else feed the stage's outputs (tokens, and scores when the next stage keeps tokens) to
+the next stage. The last stage always answers.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMATS = ("tflite", "pte")
 #: Formats a bundle may also list that are not deployment artifacts: ``pt2`` is the
 #: ``torch.export.save`` file of a level's export form, the PyTorch reference for parity checks
@@ -107,6 +113,59 @@ class RouterSpec:
     accuracy: float | None = None
 
 
+GATE_KINDS = ("logistic", "max_softmax")
+#: What a stage artifact can take and give, by name, in this order.
+STAGE_IO = ("image", "tokens", "scores", "logits")
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """The exit gate of one stage: a score in [0, 1] that this exit is right.
+
+    ``max_softmax``: the exit's top softmax probability. ``logistic``:
+    ``sigmoid(weights . (f - mean) / std + bias)`` with ``f`` the features named in
+    ``features`` (``max_prob``, ``margin``, ``entropy``: of the exit's softmax; ``cls``: the
+    stage's output CLS token, ``embed_dim`` values), computed by ``athe.runtime.gates``.
+    """
+
+    kind: str
+    features: tuple[str, ...] = ()
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    weights: tuple[float, ...] = ()
+    bias: float = 0.0
+    auroc: float | None = None
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage artifact of the exit chain.
+
+    Attributes:
+        blocks: ``(start, stop)`` backbone blocks it runs.
+        keep / fuse: token keeping on entry (``keep`` 1.0: none).
+        tokens: tokens inside the stage (CLS included).
+        inputs / outputs: names from ``STAGE_IO`` in the artifact's tensor order.
+        token_selection: ``none`` or ``in-graph`` (topk/gather inside this stage's artifact).
+        gate / threshold: the exit gate and its calibrated threshold; None for the last stage.
+    """
+
+    name: str
+    blocks: tuple[int, int]
+    keep: float
+    fuse: bool
+    heads: int
+    tokens: int
+    macs: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    token_selection: str
+    files: dict[str, Artifact]
+    gate: GateSpec | None = None
+    threshold: float | None = None
+    val_accuracy: float | None = None
+
+
 @dataclass(frozen=True)
 class Manifest:
     schema_version: int
@@ -120,10 +179,26 @@ class Manifest:
     levels: tuple[LevelSpec, ...]
     router: RouterSpec | None
     calibration: dict[str, Any] | None = None
+    stages: tuple[StageSpec, ...] = ()
 
     @property
     def level_names(self) -> list[str]:
         return [lv.name for lv in self.levels]
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [st.name for st in self.stages]
+
+    @property
+    def default_policy(self) -> str:
+        """``exit`` for bundles with a stage chain, else ``router`` (or the richest level)."""
+        if self.stages:
+            return "exit"
+        return "router" if self.router is not None else f"fixed:{self.levels[-1].name}"
+
+    def exit_thresholds(self) -> dict[str, float]:
+        """``{stage: threshold}`` for every stage but the last."""
+        return {st.name: float(st.threshold) for st in self.stages[:-1] if st.threshold is not None}
 
     def level(self, name: str) -> LevelSpec:
         for lv in self.levels:
@@ -136,6 +211,8 @@ class Manifest:
         fmts = set(ALL_FORMATS)
         for lv in self.levels:
             fmts &= set(lv.files)
+        for st in self.stages:
+            fmts &= set(st.files)
         if self.router is not None:
             fmts &= set(self.router.files)
         return sorted(fmts)
@@ -143,6 +220,7 @@ class Manifest:
     def artifacts(self) -> list[tuple[str, str, Artifact]]:
         """``(owner, format, artifact)`` for every file (owner: level name or ``router``)."""
         out = [(lv.name, fmt, a) for lv in self.levels for fmt, a in lv.files.items()]
+        out += [(f"stage:{st.name}", fmt, a) for st in self.stages for fmt, a in st.files.items()]
         if self.router is not None:
             out += [("router", fmt, a) for fmt, a in self.router.files.items()]
         return out
@@ -154,6 +232,8 @@ class Manifest:
             {**asdict(lv), "keep": [list(k) for k in lv.keep], "tokens_per_block": list(lv.tokens_per_block)}
             for lv in self.levels
         ]
+        d["stages"] = [{**asdict(st), "blocks": list(st.blocks), "inputs": list(st.inputs),
+                        "outputs": list(st.outputs)} for st in self.stages]
         return d
 
     def dumps(self) -> str:
@@ -201,11 +281,19 @@ class Manifest:
             if missing:
                 raise ManifestError(f"{source}: router.thresholds lacks {missing}; re-run calibration")
         labels = tuple(d["labels"])
+        raw_stages = d.get("stages", [])
+        if not isinstance(raw_stages, list):
+            raise ManifestError(f"{source}: stages must be a list (empty for a bundle without exits)")
+        stages = tuple(_stage(st, f"{source}: stages[{i}]", last=i == len(raw_stages) - 1)
+                       for i, st in enumerate(raw_stages))
+        names = [st.name for st in stages]
+        if len(set(names)) != len(names):
+            raise ManifestError(f"{source}: stage names {names} repeat; each stage needs its own name")
         return cls(
             schema_version=version, variant=d["variant"], created_with=d["created_with"],
             checkpoint=d["checkpoint"], random_weights=bool(d["random_weights"]),
             precision=d["precision"], input=input_spec, labels=labels, levels=levels,
-            router=router, calibration=d.get("calibration"),
+            router=router, calibration=d.get("calibration"), stages=stages,
         )
 
 
@@ -237,6 +325,53 @@ def _level(d: dict, where: str) -> LevelSpec:
         name=d["name"], keep=tuple((int(b), float(r)) for b, r in d["keep"]), heads=int(d["heads"]),
         fuse=bool(d["fuse"]), tokens_per_block=tuple(d["tokens_per_block"]), macs=int(d["macs"]),
         files=_files(d["files"], f"{where}.files"), val_accuracy=d.get("val_accuracy"),
+    )
+
+
+def _unit(value: Any, where: str) -> float:
+    """A finite number in [0, 1] (thresholds, gate scores)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise ManifestError(f"{where}: {value!r} must be a number in [0, 1]; re-run calibration")
+    return float(value)
+
+
+def _gate(d: dict, where: str) -> GateSpec:
+    _require(d, ["kind"], where)
+    if d["kind"] not in GATE_KINDS:
+        raise ManifestError(f"{where}.kind: {d['kind']!r} unknown; expected one of {GATE_KINDS}")
+    gate = GateSpec(kind=d["kind"], features=tuple(d.get("features", ())),
+                    mean=tuple(float(v) for v in d.get("mean", ())),
+                    std=tuple(float(v) for v in d.get("std", ())),
+                    weights=tuple(float(v) for v in d.get("weights", ())),
+                    bias=float(d.get("bias", 0.0)), auroc=d.get("auroc"))
+    if gate.kind == "logistic":
+        n = len(gate.weights)
+        if n == 0 or len(gate.mean) != n or len(gate.std) != n:
+            raise ManifestError(f"{where}: weights, mean and std must have the same non-zero length "
+                                f"(got {n}, {len(gate.mean)}, {len(gate.std)}); re-run 'athe train gates'")
+        if any(not s > 0 for s in gate.std):
+            raise ManifestError(f"{where}.std: every value must be > 0; re-run 'athe train gates'")
+    return gate
+
+
+def _stage(d: dict, where: str, last: bool) -> StageSpec:
+    _require(d, ["name", "blocks", "keep", "fuse", "heads", "tokens", "macs", "inputs", "outputs",
+                 "token_selection", "files"], where)
+    for key in ("inputs", "outputs"):
+        bad = [n for n in d[key] if n not in STAGE_IO]
+        if bad:
+            raise ManifestError(f"{where}.{key}: unknown tensor(s) {bad}; expected names from {STAGE_IO}")
+    gate = _gate(d["gate"], f"{where}.gate") if d.get("gate") is not None else None
+    threshold = _unit(d["threshold"], f"{where}.threshold") if d.get("threshold") is not None else None
+    if not last and (gate is None or threshold is None):
+        raise ManifestError(f"{where}: every stage but the last needs a gate and a threshold; "
+                            "re-run 'athe convert' with a checkpoint that has gates")
+    return StageSpec(
+        name=str(d["name"]), blocks=(int(d["blocks"][0]), int(d["blocks"][1])), keep=float(d["keep"]),
+        fuse=bool(d["fuse"]), heads=int(d["heads"]), tokens=int(d["tokens"]), macs=int(d["macs"]),
+        inputs=tuple(d["inputs"]), outputs=tuple(d["outputs"]),
+        token_selection=str(d["token_selection"]), files=_files(d["files"], f"{where}.files"),
+        gate=gate, threshold=threshold, val_accuracy=d.get("val_accuracy"),
     )
 
 
