@@ -30,6 +30,7 @@ from .manifest import (
     Manifest,
     ManifestError,
     RouterSpec,
+    StageSpec,
     sha256_file,
 )
 
@@ -116,6 +117,15 @@ class Bundle:
         return self.manifest.router
 
     @property
+    def stages(self) -> tuple[StageSpec, ...]:
+        """The exit chain's stages in order (empty for a bundle without exits)."""
+        return self.manifest.stages
+
+    @property
+    def stage_names(self) -> list[str]:
+        return self.manifest.stage_names
+
+    @property
     def labels(self) -> tuple[str, ...]:
         return self.manifest.labels
 
@@ -136,6 +146,12 @@ class Bundle:
             if self.manifest.router is None:
                 raise BundleError(f"bundle {str(self.path)!r} has no router; use a fixed, random or oracle policy")
             return self.manifest.router.files[fmt]
+        if owner.startswith("stage:"):
+            for stage in self.manifest.stages:
+                if f"stage:{stage.name}" == owner:
+                    return stage.files[fmt]
+            raise BundleError(f"bundle {str(self.path)!r} has no stage {owner[6:]!r}; stages: "
+                              f"{', '.join(self.stage_names) or 'none'}")
         for level in self.manifest.levels:
             if level.name == owner:
                 return level.files[fmt]

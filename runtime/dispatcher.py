@@ -11,10 +11,18 @@ Example::
     >>> p.label_name, p.level, p.timings_ms["total"]
     ('cat', 'simple', 1.9)
 
-Policies (the ``policy`` argument; parsed by ``parse_policy``):
+Policies (the ``policy`` argument; parsed by ``parse_policy``; default: the bundle's
+``default_policy``, ``exit`` for bundles with a stage chain, else ``router``):
 
+``exit``
+    Run the stage chain: after each stage but the last, score its exit with the stage's gate
+    (``athe.runtime.gates.gate_score``) and stop when the score is at least its threshold
+    (``thresholds`` overrides them per stage). The prediction records the exit taken, each
+    stage's milliseconds and the gate scores. Work already done is reused by the next stage.
+``exit:<stage>``
+    Always answer at that stage's exit (the fixed-exit baselines).
 ``router``
-    Default. Run the router, pick the cheapest level whose predicted correctness is at least
+    Run the router, pick the cheapest level whose predicted correctness is at least
     its threshold (``athe.runtime.routing.choose_level``); the richest level is the fallback.
     ``thresholds`` overrides some or all of the bundle's calibrated thresholds.
 ``fixed:<level>``
@@ -38,7 +46,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +54,7 @@ import numpy as np
 
 from .backends import BACKEND_FORMATS, Backend, LoadedModel, load_backend
 from .bundle import Bundle, BundleError
+from .gates import gate_score
 from .preprocess import MAX_PIXELS, ImageInput, Preprocessor
 from .routing import choose_level
 
@@ -73,9 +82,10 @@ class Policy:
     text: str
     level: str | None = None
     shares: tuple[tuple[str, float], ...] = ()
+    stage: str | None = None
 
 
-def parse_policy(text: str, level_names: Sequence[str]) -> Policy:
+def parse_policy(text: str, level_names: Sequence[str], stage_names: Sequence[str] = ()) -> Policy:
     """Parse ``router`` / ``fixed:<level>`` / ``random:<fraction>`` / ``random:a=0.6,b=0.3`` / ``oracle``.
 
     Args:
@@ -89,6 +99,20 @@ def parse_policy(text: str, level_names: Sequence[str]) -> Policy:
     kind, _, arg = str(text).strip().partition(":")
     kind = kind.strip().lower()
     usage = "policies: router, fixed:<level>, random:<fraction>, random:<level>=<share>,..., oracle"
+    if stage_names:
+        usage = "policies: exit, exit:<stage>, " + usage[len("policies: "):]
+    if kind == "exit":
+        if not stage_names:
+            raise DispatchError(f"policy {text!r}: this bundle has no stage chain; {usage} "
+                                "(re-convert with a variant that declares stages for exits)")
+        stage = arg.strip()
+        if not stage:
+            return Policy("exit", text)
+        if stage not in stage_names:
+            hint = difflib.get_close_matches(stage, list(stage_names), n=1)
+            more = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise DispatchError(f"policy {text!r}: no stage {stage!r}; stages: {', '.join(stage_names)}.{more}")
+        return Policy("fixed-exit", text, stage=stage)
     if kind in ("router", "oracle"):
         if arg:
             raise DispatchError(f"policy {text!r}: {kind!r} takes no argument; {usage}")
@@ -97,7 +121,7 @@ def parse_policy(text: str, level_names: Sequence[str]) -> Policy:
         return Policy("fixed", text, level=_level_name(arg.strip(), names, text))
     if kind == "random":
         return Policy("random", text, shares=_parse_shares(arg, names, text))
-    hint = difflib.get_close_matches(kind, ["router", "fixed", "random", "oracle"], n=1)
+    hint = difflib.get_close_matches(kind, ["exit", "router", "fixed", "random", "oracle"], n=1)
     more = f" Did you mean {hint[0]!r}?" if hint else ""
     raise DispatchError(f"unknown policy {text!r}; {usage}.{more}")
 
@@ -164,6 +188,22 @@ def parse_thresholds(text: str) -> dict[str, float]:
     return out
 
 
+def run_named(model: Any, inputs: Sequence[str], outputs: Sequence[str],
+              feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a stage artifact on the named tensors of ``feed``; its outputs by name."""
+    args = [feed[name] for name in inputs]
+    if hasattr(model, "run_many"):
+        outs = model.run_many(args)
+    elif len(args) == 1 and len(outputs) == 1:
+        outs = [model.run(args[0])]
+    else:
+        raise DispatchError(f"backend model {model!r} cannot run multi-tensor stage artifacts")
+    if len(outs) != len(outputs):
+        raise DispatchError(f"stage artifact gave {len(outs)} outputs, the manifest names {list(outputs)}; "
+                            "re-convert the bundle")
+    return dict(zip(outputs, outs, strict=True))
+
+
 # -- results -----------------------------------------------------------------------------------
 @dataclass
 class Prediction:
@@ -179,6 +219,10 @@ class Prediction:
         timings_ms: wall-clock per stage, ``decode``, ``preprocess``, ``route``, ``infer``,
             ``total`` (``total`` also covers the glue between stages).
         target: the true label index when one was given, else None.
+        exit: the stage whose exit answered (``exit`` policies), else None; ``level`` then
+            holds the same name.
+        stage_ms: milliseconds of each stage that ran (``exit`` policies).
+        gate_scores: gate score of each stage that was asked (``exit`` policy).
     """
 
     label: int
@@ -189,6 +233,9 @@ class Prediction:
     logits: np.ndarray
     timings_ms: dict[str, float]
     target: int | None = None
+    exit: str | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    gate_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def correct(self) -> bool | None:
@@ -265,7 +312,7 @@ class Dispatcher:
     """
 
     def __init__(self, bundle: Bundle | str | Path, backend: str | Any = "litert",
-                 threads: int | None = None, fmt: str | None = None, policy: str = "router",
+                 threads: int | None = None, fmt: str | None = None, policy: str | None = None,
                  thresholds: dict[str, float] | None = None, seed: int = 0,
                  max_pixels: int = MAX_PIXELS) -> None:
         if isinstance(backend, str):
@@ -284,7 +331,10 @@ class Dispatcher:
                               f"(it has: {', '.join(bundle.formats)}); pick a backend for one of those")
         self.bundle = bundle
         self.level_names = bundle.level_names
-        self.policy = parse_policy(policy, self.level_names)
+        self.stage_names = bundle.stage_names
+        if policy is None:
+            policy = bundle.manifest.default_policy
+        self.policy = parse_policy(policy, self.level_names, self.stage_names)
         if self.policy.kind == "router" and bundle.router is None:
             raise DispatchError(f"bundle {str(bundle.path)!r} has no router; use fixed:<level>, "
                                 "random:<fraction> or oracle")
@@ -294,14 +344,38 @@ class Dispatcher:
         self._cumulative = np.cumsum([p for _, p in self.policy.shares]) if self.policy.shares else None
         self.preprocessor = Preprocessor(bundle.input, max_pixels)
         self.loads: list[ArtifactLoad] = []
-        self.router: LoadedModel | None = self._load("router") if bundle.router is not None else None
-        self.levels: dict[str, LoadedModel] = {name: self._load(name) for name in self.level_names}
+        chain = self.policy.kind in ("exit", "fixed-exit")
+        # An exit policy loads only the chain; the other policies only the levels (+ router).
+        self.router: LoadedModel | None = (
+            self._load("router") if bundle.router is not None and not chain else None)
+        self.levels: dict[str, LoadedModel] = (
+            {} if chain else {name: self._load(name) for name in self.level_names})
+        self.stages: dict[str, LoadedModel] = (
+            {name: self._load(f"stage:{name}") for name in self.stage_names} if chain else {})
+        self.exit_thresholds = self._merge_exit_thresholds(thresholds if chain else None)
         self._check_shapes()
 
     # -- setup -------------------------------------------------------------------------------
+    def _merge_exit_thresholds(self, override: dict[str, float] | None) -> dict[str, float]:
+        merged = self.bundle.manifest.exit_thresholds()
+        if override is None:
+            return merged
+        if self.policy.kind != "exit":
+            raise DispatchError(f"thresholds only apply to the exit and router policies, not {self.policy.text!r}")
+        allowed = self.stage_names[:-1]
+        for name, value in override.items():
+            if name not in allowed:
+                raise DispatchError(f"threshold for {name!r}: only these stages have exit thresholds: "
+                                    f"{', '.join(allowed)} (the last stage always answers)")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise DispatchError(f"threshold for {name!r} must be a number in [0, 1] (a gate score), "
+                                    f"got {value!r}")
+            merged[name] = float(value)
+        return merged
+
     def _merge_thresholds(self, override: dict[str, float] | None) -> dict[str, float]:
         merged = self.bundle.thresholds
-        if override is None:
+        if override is None or self.policy.kind in ("exit", "fixed-exit"):
             return merged
         if self.policy.kind != "router":
             raise DispatchError(f"thresholds only apply to the router policy, not {self.policy.text!r}")
@@ -330,6 +404,13 @@ class Dispatcher:
     def _check_shapes(self) -> None:
         want = tuple(self.preprocessor.output_shape)
         n_labels = len(self.bundle.labels)
+        first = self.bundle.stages[0] if self.stages else None
+        if first is not None:
+            model = self.stages[first.name]
+            shapes = getattr(model, "input_shapes", [tuple(model.input_shape)])
+            if tuple(shapes[0]) != want:
+                raise DispatchError(f"stage {first.name} artifact takes input {tuple(shapes[0])} but the "
+                                    f"bundle's input spec gives {want}; re-convert the bundle")
         for owner, model in [("router", self.router), *self.levels.items()]:
             if model is None:
                 continue
@@ -386,9 +467,52 @@ class Dispatcher:
                 progress(len(out), total)
         return out
 
+    def _run_chain(self, x: np.ndarray, stop_at: str | None
+                   ) -> tuple[str, np.ndarray, dict[str, float], dict[str, float], float]:
+        """Run stages until a gate passes (or ``stop_at``); ``(exit, logits, stage_ms,
+        gate_scores, gate_ms)``."""
+        feed: dict[str, np.ndarray] = {"image": x}
+        stage_ms: dict[str, float] = {}
+        gates: dict[str, float] = {}
+        gate_ms = 0.0
+        specs = self.bundle.stages
+        for i, spec in enumerate(specs):
+            model = self.stages[spec.name]
+            t_run = time.perf_counter()
+            outs = run_named(model, spec.inputs, spec.outputs, feed)
+            stage_ms[spec.name] = (time.perf_counter() - t_run) * 1e3
+            logits = outs["logits"].reshape(1, -1)
+            if i == len(specs) - 1 or spec.name == stop_at:
+                return spec.name, logits.reshape(-1), stage_ms, gates, gate_ms
+            if stop_at is None:
+                t_gate = time.perf_counter()
+                assert spec.gate is not None
+                cls = outs["tokens"][:, 0] if "tokens" in outs else None
+                score = float(gate_score(spec.gate, logits, cls)[0])
+                gates[spec.name] = score
+                done = score >= self.exit_thresholds[spec.name]
+                gate_ms += (time.perf_counter() - t_gate) * 1e3
+                if done:
+                    return spec.name, logits.reshape(-1), stage_ms, gates, gate_ms
+            feed = outs
+        raise AssertionError("unreachable: the last stage always answers")
+
     def _dispatch(self, x: np.ndarray, label: int | str | None, start: float,
                   timings: dict[str, float]) -> Prediction:
         target = self._target(label)
+        if self.policy.kind in ("exit", "fixed-exit"):
+            exit_name, logits, stage_ms, gates, gate_ms = self._run_chain(x, self.policy.stage)
+            infer_ms = sum(stage_ms.values())
+            index = int(np.argmax(logits))
+            z = logits.astype(np.float64) - float(logits.max())
+            labels = self.bundle.labels
+            timings.update(route=gate_ms, infer=infer_ms, total=(time.perf_counter() - start) * 1e3)
+            return Prediction(
+                label=index, label_name=labels[index] if index < len(labels) else str(index),
+                probability=float(1.0 / np.exp(z).sum()), level=exit_name, router_scores={},
+                logits=logits, timings_ms=timings, target=target, exit=exit_name,
+                stage_ms=stage_ms, gate_scores=gates,
+            )
         scores: dict[str, float] = {}
         logits: np.ndarray | None = None
         infer_ms = 0.0
@@ -451,7 +575,8 @@ class Dispatcher:
         affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         return {
             **backend_info, "bundle": str(self.bundle.path), "variant": self.bundle.variant,
-            "format": self.format, "policy": self.policy.text, "thresholds": self.thresholds,
+            "format": self.format, "policy": self.policy.text,
+            "thresholds": self.exit_thresholds if self.stages else self.thresholds,
             "seed": self.seed, "cpu_affinity": affinity,
             "loads": [asdict(load) for load in self.loads],
         }

@@ -214,3 +214,24 @@ def test_eval_tensor_matches_torchvision_transform(cifar_archive, tiny):
     fast = eval_tensor(images, tiny.preprocess, np.arange(5))
     ref = torch.stack([eval_transform(tiny.preprocess)(images.image(i)) for i in range(5)])
     assert torch.allclose(fast, ref, atol=1e-6)
+
+
+def test_exit_gates_train_calibrate_and_report(cifar_archive, tiny):
+    """Gates fit on one set, thresholds on another, both kinds reported on a third."""
+    from athe.training.gates_train import train_exit_gates
+
+    images = load_imagefolder(cifar_archive)
+    idx = np.random.default_rng(2).permutation(len(images))[:600]
+    x = normalize_batch(torch.from_numpy(images.array[idx]), tiny.preprocess)
+    y = images.labels[idx]
+    torch.manual_seed(0)
+    model = build_model(tiny).eval()
+    out = train_exit_gates(model, x[:200], y[:200], x[200:400], y[200:400], x[400:], y[400:],
+                           tiny.stage_macs(), delta=1.0)
+    assert set(out["gates"]) == {"s1", "s2"} and set(out["thresholds"]) == {"s1", "s2"}
+    assert all(0.0 <= t <= 1.0 for t in out["thresholds"].values())
+    rep = out["report"]
+    assert set(rep["kinds"]) == {"logistic", "max_softmax"} and rep["shipped"] == out["kind"]
+    for kind in rep["kinds"].values():
+        assert kind["test"]["accuracy"] >= 0 and 0 < kind["test"]["cost_ratio"] <= 1.0 + 1e-9
+        assert sum(kind["test"]["exit_fraction"].values()) == pytest.approx(1.0)

@@ -87,7 +87,7 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
     """Label, train, calibrate and write ``athe-checkpoint.pt`` for a backbone run."""
     t0 = time.time()
     run_dir, ckpt_path = _run_paths(backbone_run)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     cfg = TrainConfig(**state["config"])
     variant = get_variant(cfg.variant)
     if variant.router is None:
@@ -99,7 +99,9 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
     if images.classes != split["classes"]:
         raise ValueError(f"classes in {data or cfg.data!r} differ from the backbone run's split.json")
     model = load_model(variant)
-    model.load_state_dict(state["model"])
+    # The EMA of the weights when the run kept one (it is what the run's val figures measure).
+    weights = "ema" if state.get("ema") is not None else "model"
+    model.load_state_dict(state[weights])
     names = variant.level_names
     pre = variant.preprocess
 
@@ -109,10 +111,10 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
         logits = level_predictions(model, variant, x, torch.device("cpu"))
         return x, y, correctness_labels(logits, y, names), logits
 
-    x_r, _, c_r, _ = labelled(split["router"])
+    x_r, y_r, c_r, _ = labelled(split["router"])
     calib_idx, test_idx = np.asarray(split["calib"]), np.asarray(split["test"])
-    x_c, _, c_c, _ = labelled(calib_idx)
-    x_t, _, c_t, _ = labelled(test_idx)
+    x_c, y_c, c_c, _ = labelled(calib_idx)
+    x_t, y_t, c_t, _ = labelled(test_idx)
 
     router = build_router(variant)
     history = train_router(router, x_r, c_r, epochs=epochs, seed=cfg.seed)
@@ -128,6 +130,14 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
                    "router_train_loss": history,
                    "split": {"router": len(split["router"]), "calib": len(calib_idx), "test": len(test_idx),
                              "halves": "split.json of the backbone run (keys calib, test)"}}
+    exits = None
+    if variant.stages:
+        from athe.training.gates_train import train_exit_gates
+
+        exits = train_exit_gates(model, x_r, y_r.numpy(), x_c, y_c.numpy(), x_t, y_t.numpy(),
+                                 variant.stage_macs(), delta=target_delta)
+        calibration["exits"] = exits["report"]
+        _logger.info("exit gates: shipped %s, thresholds %s", exits["kind"], exits["thresholds"])
     torch.save(router.state_dict(), out_dir / "router.pt")
     (out_dir / "calibration.json").write_text(json.dumps(calibration, indent=2))
     card = {
@@ -137,9 +147,19 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
         "level_accuracy_test": test["level_accuracy"], "routed_accuracy_test": t_acc,
         "routed_fraction_test": test["routed_fraction"], "router_accuracy_test": router_acc,
         "thresholds": cal.thresholds, "router_seconds": round(time.time() - t0, 1),
+        "weights": weights,
     }
+    if exits is not None:
+        rep = exits["report"]
+        card["exits"] = {"shipped_gate": exits["kind"], "thresholds": exits["thresholds"],
+                         "exit_accuracy_test": rep["exit_accuracy_test"],
+                         "oracle_accuracy_test": rep["oracle_accuracy_test"],
+                         **{f"{k}_test": v["test"] for k, v in rep["kinds"].items()},
+                         **{f"{k}_auroc_test": v["auroc_test"] for k, v in rep["kinds"].items()}}
     save_athe_checkpoint(out_dir / "athe-checkpoint.pt", variant, model.state_dict(), router,
-                         cal.thresholds, images.classes, calibration, card)
+                         cal.thresholds, images.classes, calibration, card,
+                         gates=exits["gates"] if exits else None,
+                         exit_thresholds=exits["thresholds"] if exits else None)
     (out_dir / "card.json").write_text(json.dumps(card, indent=2))
     return card
 
@@ -159,12 +179,16 @@ def store_val_halves(split_file: Path) -> dict:
 
 def save_athe_checkpoint(path: Path, variant: Variant, backbone_state: dict, router: RouterCNN | None,
                          thresholds: dict[str, float] | None, classes: list[str],
-                         calibration: dict | None, card: dict | None) -> None:
-    """The shippable checkpoint: fp16 backbone + router, thresholds, classes, calibration."""
+                         calibration: dict | None, card: dict | None,
+                         gates: dict[str, dict] | None = None,
+                         exit_thresholds: dict[str, float] | None = None) -> None:
+    """The shippable checkpoint: fp16 backbone + router, thresholds, classes, calibration, and
+    for variants with stages the exit gates (``GateSpec`` fields per stage) and thresholds."""
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in backbone_state.items()}
     blob = {"format": "athe-checkpoint-v1", "variant": variant.name, "model": half,
             "router": router.state_dict() if router is not None else None,
-            "thresholds": thresholds, "classes": classes, "calibration": calibration, "card": card}
+            "thresholds": thresholds, "classes": classes, "calibration": calibration, "card": card,
+            "gates": gates, "exit_thresholds": exit_thresholds}
     tmp = path.with_suffix(".tmp")
     torch.save(blob, tmp)
     tmp.replace(path)

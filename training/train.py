@@ -211,18 +211,25 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[bool, torch
 
 
 class ModelEma:
-    """Exponential moving average of a model's parameters and buffers (float32 copies)."""
+    """Exponential moving average of a model's parameters and buffers (float32 copies).
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` over the ``n`` updates so far, so
+    the random initial weights do not linger in the average of a short run.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
+        self.updates = 0
         self.state = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
                       for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
         for k, v in model.state_dict().items():
             if v.is_floating_point():
-                self.state[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+                self.state[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
             else:
                 self.state[k].copy_(v)
 
@@ -385,6 +392,7 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if ema is not None and state is not None and "ema" in state:
         ema.state = state["ema"]
+        ema.updates = int(state.get("ema_updates", state["step"]))
     num_classes = variant.backbone.num_classes
 
     pil_loader = None
@@ -464,7 +472,7 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step,
                 "config": asdict(cfg), "variant": variant.name, "classes": images.classes,
-                "metrics": metrics, **({"ema": ema.state} if ema is not None else {}),
+                "metrics": metrics, **({"ema": ema.state, "ema_updates": ema.updates} if ema is not None else {}),
             }, ckpt_path)
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
