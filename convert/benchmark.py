@@ -34,9 +34,8 @@ import torch
 
 from athe.convert.bundle import BACKEND_FOR_FORMAT as BACKENDS
 from athe.convert.bundle import CONVERTERS, DEFAULT_FORMS
-from athe.convert.executorch import LAST_DELEGATION
+from athe.convert.export_form import LevelExport, PlainLevel
 from athe.runtime.backends import load_backend
-from athe.training.export_form import LevelExport, PlainLevel
 from athe.training.model import build_model
 from athe.variants import get_variant
 
@@ -80,8 +79,8 @@ def convert_all(v, model: torch.nn.Module, x: torch.Tensor, formats: list[str], 
                     out[(lv.name, fmt, kind)] = json.loads(info_path.read_text())
                     continue
                 t0 = time.time()
-                CONVERTERS[fmt](module, (x,), path, quantize=quant)
-                delegation = dict(LAST_DELEGATION) if fmt == "pte" else None
+                report = CONVERTERS[fmt](module, (x,), path, quantize=quant)
+                delegation = report if fmt == "pte" else None
                 info = {"path": str(path), "bytes": path.stat().st_size, "convert_s": round(time.time() - t0, 1),
                         "delegate_calls": delegation and delegation["delegate_calls"]}
                 info_path.write_text(json.dumps(info))

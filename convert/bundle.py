@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from athe import __version__
-from athe.convert.executorch import LAST_DELEGATION, to_pte
+from athe.convert.executorch import to_pte
+from athe.convert.export_form import EXPORT_FORMS, LevelExport
 from athe.convert.litert import to_tflite
 from athe.runtime.backends import BACKEND_FORMATS, load_backend
 from athe.runtime.manifest import (
@@ -46,7 +47,6 @@ from athe.runtime.manifest import (
     artifact_for_file,
     sha256_file,
 )
-from athe.training.export_form import EXPORT_FORMS, LevelExport
 from athe.training.model import build_model, load_backbone_weights
 from athe.training.router import RouterCNN, RouterExport, build_router, router_macs
 from athe.variants import Variant, get_variant
@@ -58,7 +58,8 @@ PARITY_TOLERANCE = 1e-4
 #: int8-static is refused when it loses more top-1 than this (points) vs fp32 on calibration data.
 STATIC_INT8_MAX_DROP = 2.0
 
-#: One converter per format, same signature: (module, example_inputs, path, quantize, calibration).
+#: One converter per format, same signature: (module, example_inputs, path, quantize, calibration);
+#: the ``.pte`` one returns its delegation report.
 CONVERTERS: dict[str, Callable[..., Path]] = {"tflite": to_tflite, "pte": to_pte}
 #: Export form per format, from the conversion benchmark (athe-simple at 224, README "Benchmarks"):
 #: ExecuTorch needs the rewrite to stay inside XNNPACK (1.15-11x faster than the plain form);
@@ -87,7 +88,7 @@ class ConvertOptions:
     seed: int = 0
     force: bool = False
     write_reference: bool = False  # also write <level>.pt2 for the torch reference backend
-    #: export form per format (see ``athe.training.export_form.EXPORT_FORMS``)
+    #: export form per format (see ``athe.convert.export_form.EXPORT_FORMS``)
     forms: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FORMS))
     variant_obj: Variant | None = field(default=None, repr=False)  # tests: a tiny variant
 
@@ -246,13 +247,13 @@ def convert_artifact(owner: str, module: torch.nn.Module, fmt: str, folder: Path
     example = (inputs[0],)
     t0 = time.time()
     try:
-        CONVERTERS[fmt](module, example, path, quantize=opts.quantize, calibration=calibration)
+        report = CONVERTERS[fmt](module, example, path, quantize=opts.quantize, calibration=calibration)
     except ConvertError:
         raise
     except Exception as exc:  # add the variant and artifact, keep the cause
         raise ConvertError(f"{variant.name}: converting {name} failed: {type(exc).__name__}: {exc}") from exc
     seconds = time.time() - t0
-    delegation = dict(LAST_DELEGATION) if fmt == "pte" else None
+    delegation = dict(report) if fmt == "pte" else None
     backend = load_backend(BACKEND_FOR_FORMAT[fmt], threads=1)
     loaded = backend.load(path)
     parity = _compare(loaded.run, module, inputs, labels)
@@ -267,7 +268,7 @@ def convert_artifact(owner: str, module: torch.nn.Module, fmt: str, folder: Path
     if precision == "fp32" and delegation is not None and delegation["disallowed_non_delegated"]:
         raise ConvertError(
             f"{variant.name}: {name} leaves {delegation['disallowed_non_delegated']} outside XNNPACK; "
-            "rewrite them in the export form (see athe/training/backend_quirks.py)"
+            "rewrite them in the export form (see convert/backend_quirks.py)"
         )
     _logger.info("%s: %.1fs, max|diff| %.2e, top-1 agreement %.2f", name, seconds,
                  parity["max_abs_diff"], parity["top1_agreement"])

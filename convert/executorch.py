@@ -6,7 +6,9 @@
 Example::
 
     >>> from athe.convert.executorch import to_pte
-    >>> to_pte(form, form.get_example_inputs(), Path("simple.pte"))
+    >>> report = to_pte(form, form.get_example_inputs(), Path("simple.pte"))
+    >>> report["delegate_calls"], report["non_delegated_ops"]
+    (1, {})
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ from typing import Any
 
 import torch
 
-from athe.training.backend_quirks import ALLOWED_NON_DELEGATED
-
-#: Filled by ``to_pte`` for the last converted program (read by the bundle writer).
-LAST_DELEGATION: dict[str, Any] = {}
+from athe.convert.backend_quirks import ALLOWED_NON_DELEGATED
 
 
 def _op_name(target: Any) -> str:
@@ -88,10 +87,12 @@ def _quantize_pt2e(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, 
 
 
 def to_pte(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path,
-           quantize: str = "none", calibration: list[tuple[torch.Tensor, ...]] | None = None) -> Path:
+           quantize: str = "none", calibration: list[tuple[torch.Tensor, ...]] | None = None
+           ) -> dict[str, Any]:
     """Convert ``module`` to an XNNPACK-delegated ``.pte`` at ``path``.
 
-    The delegation report of the program is left in ``LAST_DELEGATION``.
+    Returns:
+        The program's delegation report (``delegation_report``).
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -104,8 +105,7 @@ def to_pte(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], pa
         module = _quantize_pt2e(module, example_inputs, quantize, calibration)
     exported = torch.export.export(module, example_inputs)
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
-    LAST_DELEGATION.clear()
-    LAST_DELEGATION.update(delegation_report(edge))
+    report = delegation_report(edge)
     program = edge.to_executorch()
     path.write_bytes(program.buffer)
-    return path
+    return report

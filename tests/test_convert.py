@@ -11,12 +11,12 @@ from click.testing import CliRunner
 
 from athe.cli import cli
 from athe.convert import bundle as bundle_mod
+from athe.convert.backend_quirks import ALLOWED_NON_DELEGATED
 from athe.convert.bundle import ConvertError, ConvertOptions, convert_bundle
+from athe.convert.export_form import LevelExport
 from athe.runtime.backends import load_backend
 from athe.runtime.bundle import Bundle
 from athe.runtime.manifest import Manifest
-from athe.training.backend_quirks import ALLOWED_NON_DELEGATED
-from athe.training.export_form import LevelExport
 from athe.training.model import load_model
 
 pytestmark = pytest.mark.slow
@@ -153,7 +153,9 @@ def test_channels_last_example_still_gives_an_nchw_pte(tmp_path):
     nhwc = torch.randn(1, 8, 8, 3)
     example = nhwc.permute(0, 3, 1, 2)  # what normalize_batch used to return: not contiguous
     assert not example.is_contiguous()
-    path = to_pte(conv, (example,), tmp_path / "conv.pte")
+    path = tmp_path / "conv.pte"
+    report = to_pte(conv, (example,), path)
+    assert report["delegate_calls"] == 1 and report["non_delegated_ops"] == {}
     got = load_backend("executorch", threads=1).load(path).run(example.contiguous().numpy())
     with torch.no_grad():
         assert np.abs(got - conv(example).numpy()).max() < 1e-5

@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from athe.training.export_form import LevelExport
+from athe.convert.export_form import LevelExport
 from athe.training.model import (
     build_model,
     head_importance,

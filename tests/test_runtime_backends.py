@@ -73,7 +73,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
     pytest.importorskip("executorch.exir")
     from torch import nn
 
-    from athe.training.export_form import LevelExport
+    from athe.convert.export_form import LevelExport
     from athe.training.model import build_model
     from athe.variants import get_variant, replace
 

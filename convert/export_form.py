@@ -2,7 +2,7 @@
 
 Each export form computes exactly what ``AtheViT.forward_level`` computes for its level (tested
 to 1e-5), rewritten so mobile delegates take the whole graph (the reasons are in
-``athe.training.backend_quirks``):
+``athe.convert.backend_quirks``):
 
 * weights are sliced per level at construction (only the level's heads exist in the graph);
 * attention is 3-D ``bmm`` per head on slices of one q/k/v projection (no 4-D matmul, no unbind);
@@ -18,7 +18,7 @@ Example::
     >>> import torch
     >>> from athe.variants import get_variant
     >>> from athe.training.model import build_model
-    >>> from athe.training.export_form import LevelExport
+    >>> from athe.convert.export_form import LevelExport
     >>> v = get_variant("athe-mini")
     >>> form = LevelExport(build_model(v).eval(), v.level("simple"))
     >>> ep = torch.export.export(form, form.get_example_inputs())
