@@ -235,3 +235,12 @@ def test_exit_gates_train_calibrate_and_report(cifar_archive, tiny):
     for kind in rep["kinds"].values():
         assert kind["test"]["accuracy"] >= 0 and 0 < kind["test"]["cost_ratio"] <= 1.0 + 1e-9
         assert sum(kind["test"]["exit_fraction"].values()) == pytest.approx(1.0)
+
+
+def test_training_benchmark_reports_every_configuration():
+    from athe.training.bench import bench
+
+    res = bench("athe-mini", threads=1, batch=4, rounds=1, steps=1, with_compile=False)
+    assert set(res["train_images_per_second"]) == {"fp32-sdpa", "fp32", "bf16"}
+    assert all(v > 0 for v in res["train_images_per_second"].values())
+    assert res["ratio_vs_fp32_sdpa"]["fp32-sdpa"] == 1.0 and res["data_pipeline_images_per_second"] > 0
