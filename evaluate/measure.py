@@ -33,6 +33,13 @@ from athe.evaluate.analysis import (
     dense_level_index,
     evaluate,
 )
+from athe.evaluate.exits import (
+    ExitMeasurements,
+    exit_rows,
+    exit_verdicts,
+    gate_sets,
+    measure_exit_image,
+)
 from athe.evaluate.output import write_outputs
 from athe.pi_runner.report import environment_info, random_weights
 from athe.runtime.split import stored_val_halves
@@ -42,7 +49,8 @@ RANDOM_WEIGHTS_WARNING = ("this bundle has RANDOM WEIGHTS (manifest says so): ev
 
 
 # ---------------------------------------------------------------------------------------------
-# Images (read by athe.pi_runner.inputs; a training run's held-out split selected by index)
+# Images (opened by athe.pi_runner.inputs, read by athe.runtime.readers as training read them;
+# a training run's held-out split selected by index)
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,11 @@ def load_eval_images(data: str | Path, labels: Sequence[str], split_from: str | 
             samples = [samples[i] for i in np.sort(np.random.default_rng(seed).permutation(len(samples))[:limit])]
     if limit is not None:
         info["limit"] = {"limit": limit, "seed": seed}
-    return [LabelledImage(name, image, int(label)) for name, image, label in samples], info
+    images = []
+    for name, image, label in samples:
+        assert label is not None  # a labelled source labels every sample
+        images.append(LabelledImage(name, image, label))
+    return images, info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,13 +162,20 @@ def _warm_up(pre: Any, models: Sequence[Any], image: LabelledImage, warmup: int)
 
 
 def measure(dispatcher: Any, images: Sequence[LabelledImage], warmup: int = 3,
-            progress: Callable[[int, int], None] | None = None) -> tuple[Measurements, list[tuple[str, str]]]:
+            progress: Callable[[int, int], None] | None = None, chain: Any = None,
+            gates: dict[str, list[Any]] | None = None, exits_out: list[ExitMeasurements] | None = None
+            ) -> tuple[Measurements, list[tuple[str, str]]]:
     """Run the router and every level once per image and time each (ms, ``perf_counter``).
 
     Args:
         dispatcher: an ``athe.runtime.Dispatcher`` (it has loaded and shape-checked every
             artifact); its models are run directly, its policy is not used.
         warmup: untimed decodes and runs of every model on the first image first.
+
+        chain / gates / exits_out: with an exit-policy dispatcher ``chain``, every stage also
+            runs on each image (in the same pass, after the levels) and the exit measurements
+            (``athe.evaluate.exits.ExitMeasurements``, both gate kinds of ``gates``) are
+            appended to ``exits_out``.
 
     Returns:
         ``(measurements, skipped)``: images that cannot be decoded are skipped and listed with
@@ -167,12 +186,17 @@ def measure(dispatcher: Any, images: Sequence[LabelledImage], warmup: int = 3,
     names = tuple(dispatcher.level_names)
     router, models, pre = dispatcher.router, [dispatcher.levels[n] for n in names], dispatcher.preprocessor
     L = len(names)
-    cols: dict[str, list] = {k: [] for k in ("pred", "level_ms", "pre_ms", "probs", "router_ms", "target", "name")}
+    cols: dict[str, list] = {k: [] for k in ("pred", "level_ms", "pre_ms", "probs", "router_ms", "target", "name",
+                                             "x_pred", "x_ms", "x_scores", "x_gate_ms")}
     skipped: list[tuple[str, str]] = []
     for i, image in enumerate(images):
         try:
             if not cols["name"] and i == len(skipped):  # before the first timed image
                 _warm_up(pre, ([router] if router is not None else []) + models, image, warmup)
+                if chain is not None:
+                    x0 = pre.preprocess(pre.decode(image.data, name=image.name))
+                    for _ in range(warmup):
+                        measure_exit_image(chain, x0, gates or {})
             t0 = time.perf_counter()
             x = pre.preprocess(pre.decode(image.data, name=image.name))
             cols["pre_ms"].append((time.perf_counter() - t0) * 1e3)
@@ -188,6 +212,12 @@ def measure(dispatcher: Any, images: Sequence[LabelledImage], warmup: int = 3,
             j = (i + k) % L  # rotate the order: no level always runs first (cold caches)
             logits, level_ms[j] = _timed(models[j], x)
             pred[j] = int(np.argmax(logits))
+        if chain is not None:
+            x_pred, x_ms, x_scores, x_gate_ms = measure_exit_image(chain, x, gates or {})
+            cols["x_pred"].append(x_pred)
+            cols["x_ms"].append(x_ms)
+            cols["x_scores"].append(x_scores)
+            cols["x_gate_ms"].append(x_gate_ms)
         cols["pred"].append(pred)
         cols["level_ms"].append(level_ms)
         cols["target"].append(image.label)
@@ -202,6 +232,14 @@ def measure(dispatcher: Any, images: Sequence[LabelledImage], warmup: int = 3,
                      router_probs=np.stack(cols["probs"]) if router is not None else None,
                      router_ms=np.asarray(cols["router_ms"]) if router is not None else None,
                      predictions=predictions, targets=target, names=cols["name"])
+    if chain is not None and exits_out is not None:
+        kinds = list(gates or {})
+        exits_out.append(ExitMeasurements(
+            stage_names=tuple(chain.stage_names),
+            correct=np.stack(cols["x_pred"]) == target[:, None], stage_ms=np.stack(cols["x_ms"]),
+            preprocess_ms=np.asarray(cols["pre_ms"]),
+            gate_scores={k: np.stack([s[k] for s in cols["x_scores"]]) for k in kinds},
+            gate_ms={k: np.stack([g[k] for g in cols["x_gate_ms"]]) for k in kinds}))
     return m, skipped
 
 
@@ -255,13 +293,28 @@ def run_eval(bundle: str | Path, data: str | Path, backend: str = "litert", thre
     images, data_info = load_eval_images(data, opened.labels, split_from, limit)
     policy = "router" if opened.router is not None else f"fixed:{names[-1]}"
     dispatcher = Dispatcher(opened, backend=backend, threads=threads, policy=policy)
-    m, skipped = measure(dispatcher, images, warmup=warmup, progress=progress)
+    chain, gates, exits_out = None, None, []
+    if opened.stages:
+        default_kind, gates, exit_ths = gate_sets(manifest)
+        chain = Dispatcher(opened, backend=backend, threads=threads, policy="exit")
+    m, skipped = measure(dispatcher, images, warmup=warmup, progress=progress, chain=chain,
+                         gates=gates, exits_out=exits_out)
     costs = Costs(level_macs=tuple(float(lv.macs) for lv in opened.levels),
                   router_macs=float(opened.router.macs) if opened.router is not None else 0.0,
                   level_energy_j=energy, router_energy_j=router_energy)
     dense = dense_level_index([lv.keep for lv in opened.levels], [lv.heads for lv in opened.levels])
     result = evaluate(m, costs, opened.thresholds if opened.router is not None else None, dense, seeds, grid)
     result.warnings = bundle_warnings(manifest)
+    if exits_out:
+        em = exits_out[0]
+        stage_macs = [float(st.macs) for st in opened.stages]
+        rows = exit_rows(em, stage_macs, default_kind, exit_ths, seeds=seeds)
+        static = [r for r in result.rows if r.name.startswith("static:")]
+        result.rows.extend(rows)
+        result.verdicts.extend(exit_verdicts(rows, static, em.stage_names))
+        if not (manifest.calibration or {}).get("exits"):
+            result.warnings.append("the exit thresholds were not calibrated (manifest has no "
+                                   "calibration.exits): the exit rows show an uncalibrated chain")
     result.info = {
         "bundle": str(opened.path), "variant": manifest.variant, "backend": dispatcher.info(),
         "data": data_info, "skipped": skipped, "seeds": seeds, "grid": grid, "warmup": warmup,
@@ -270,6 +323,10 @@ def run_eval(bundle: str | Path, data: str | Path, backend: str = "litert", thre
                                                "router_j": router_energy},
         "dense_level": names[dense] if dense is not None else None,
         "level_latency_mean_ms": dict(zip(names, m.level_ms.mean(axis=0).tolist(), strict=True)),
+        **({"stage_latency_mean_ms": dict(zip(exits_out[0].stage_names,
+                                              exits_out[0].stage_ms.mean(axis=0).tolist(), strict=True)),
+            "stage_macs": {st.name: st.macs for st in opened.stages},
+            "exit_thresholds": exit_ths} if exits_out else {}),
         "preprocess_mean_ms": float(m.preprocess_ms.mean()),
         "environment": environment_info(),
         "definitions": {
