@@ -6,12 +6,16 @@ state before and after, and a report you can re-read.
 Needs ``athe.runtime`` and one backend runtime (``pip install 'athe[pi]'`` brings LiteRT,
 matplotlib and smbus2), never torch. Importing this package imports nothing; the modules are:
 
-* ``athe.pi_runner.inputs``  image folders, ImageFolder datasets, CIFAR pickles, tar archives, camera
-* ``athe.pi_runner.runner``  ``run_bundle`` (one bundle) and ``compare_runs`` (interleaved)
-* ``athe.pi_runner.meters``  ``EnergyMeter`` backends: PMIC, INA2xx, powercap, hwmon, CSV, estimate
-* ``athe.pi_runner.system``  governor, clocks, temperature, throttling before/after
-* ``athe.pi_runner.stats``   latency summaries per level; ``report``: JSONL, summary, CSV, PNGs
-* ``athe.pi_runner.cli``     ``athe run`` / ``python -m athe.pi_runner``
+* ``athe.pi_runner.inputs``   ``--input``: image folders, ImageFolder datasets, CIFAR pickles, tar
+  archives (read by ``athe.runtime.readers``), camera
+* ``athe.pi_runner.runner``   ``run_bundle``: one bundle, per-stage timing, energy windows
+* ``athe.pi_runner.compare``  ``compare_runs``: bundles and/or policies interleaved, as ratios
+* ``athe.pi_runner.meters``   one module per ``EnergyMeter`` (PMIC, INA2xx, powercap, hwmon, CSV
+  log, estimate) behind one base class, and the registry of ``--energy`` names
+* ``athe.pi_runner.system``   governor, clocks, temperature, throttling before/after
+* ``athe.pi_runner.stats``    latency summaries per level and of per-image rows
+* ``athe.pi_runner.report``   JSONL, summary JSON, CSV, PNG plots, the terminal tables
+* ``athe.pi_runner.cli``      ``athe run`` / ``python -m athe.pi_runner``
 
 Example (a tiny bundle on 64 CIFAR-10 images, 3 repeats, a labelled 6.5 W model estimate)::
 

@@ -19,11 +19,13 @@ Class names map onto the bundle's labels *by name* (exact match); a class the bu
 know is an error that lists them. The image of a sample is what the dispatcher takes: encoded
 bytes (folders, archives: read into memory up front, so that the runner's ``decode`` stage times
 decoding, not the disk), a path (folders larger than ``max_preload_bytes``), or a uint8
-``[H, W, 3]`` RGB array (CIFAR, camera). Order: sorted by path (CIFAR: file then row; camera:
-capture order), or a seeded permutation of it (``shuffle=SEED``), then the first ``limit``.
+``[H, W, 3]`` RGB array (CIFAR, camera). Order: names sorted as strings (CIFAR: file then row;
+camera: capture order), or a seeded permutation of it (``shuffle=SEED``), then the first ``limit``.
 
-CIFAR pickles are read with a restricted unpickler that only rebuilds numpy arrays (a pickle
-can run code; this one refuses anything else).
+Files are read by :mod:`athe.runtime.readers` (the readers training and the benchmark use too:
+the same images, names, classes and order): hidden files and ``__MACOSX`` are skipped, and CIFAR
+pickles go through a restricted unpickler that only rebuilds numpy arrays (a pickle can run
+code; this one refuses anything else).
 
 Example::
 
@@ -38,29 +40,24 @@ Example::
 from __future__ import annotations
 
 import difflib
-import importlib
 import importlib.util
-import pickle
 import tarfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from athe.runtime import readers
 from athe.runtime.preprocess import ImageInput
+from athe.runtime.readers import IMAGE_SUFFIXES, TAR_SUFFIXES, ReadError, find_cifar
 
-#: File name endings read as images (lower case).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-#: Archive name endings read with :mod:`tarfile`.
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 #: Folders larger than this are passed as paths (read from disk inside ``decode``).
 MAX_PRELOAD_BYTES = 512 * 1024 * 1024
 #: Frames captured from a camera when ``limit`` is not given.
 DEFAULT_CAMERA_FRAMES = 30
-CIFAR_SPLITS = ("test", "train")
 
 #: ``(name, image for the dispatcher, label index into the bundle's labels or None)``.
 Sample = tuple[str, ImageInput, int | None]
@@ -171,14 +168,6 @@ def _coverage_note(labels: Sequence[int | None], classes: int, limit: int | None
             f"cover {seen} of {classes} classes; add --shuffle SEED for a mixed subset"]
 
 
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _hidden(parts: Sequence[str]) -> bool:
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
-
-
 # -- folders ---------------------------------------------------------------------------------
 def _load_files(files: list[Path], max_preload_bytes: int,
                 notes: list[str]) -> list[ImageInput]:
@@ -198,10 +187,8 @@ def folder_source(root: Path, labels: Sequence[str], limit: int | None = None,
     Raises:
         InputError: no images, or both top-level images and class folders, or unknown classes.
     """
-    top = sorted(p for p in root.iterdir() if p.is_file() and _is_image(p.name)
-                 and not _hidden([p.name]))
-    nested = sorted(p for p in root.rglob("*") if p.is_file() and _is_image(p.name)
-                    and p.parent != root and not _hidden(p.relative_to(root).parts))
+    listing = readers.list_folder(root)
+    top, nested = listing.top, listing.nested
     notes: list[str] = []
     if top and nested:
         raise InputError(f"{root} has images at the top level and in sub-folders: give a folder "
@@ -211,20 +198,19 @@ def folder_source(root: Path, labels: Sequence[str], limit: int | None = None,
                          "in class folders")
     if top:
         chosen = [top[i] for i in select_order(len(top), limit, shuffle)]
-        images = _load_files(chosen, max_preload_bytes, notes)
-        return ImageSource("folder", str(root), [(p.name, im, None) for p, im in zip(chosen, images, strict=True)],
+        images = _load_files([listing.path(n) for n in chosen], max_preload_bytes, notes)
+        return ImageSource("folder", str(root), [(n, im, None) for n, im in zip(chosen, images, strict=True)],
                            labelled=False, notes=notes)
-    class_names = tuple(sorted({p.relative_to(root).parts[0] for p in nested}))
-    chosen = [nested[i] for i in select_order(len(nested), limit, shuffle)]
-    names = [p.relative_to(root).as_posix() for p in chosen]
-    images = _load_files(chosen, max_preload_bytes, notes)
+    class_names = tuple(sorted({listing.class_of(n) for n in nested}))
+    names = [nested[i] for i in select_order(len(nested), limit, shuffle)]
+    images = _load_files([listing.path(n) for n in names], max_preload_bytes, notes)
     if ignore_labels or not labels:
         if not labels and not ignore_labels:
             notes.append("the bundle has no label names: accuracy is not reported")
         return ImageSource("imagefolder", str(root), [(n, im, None) for n, im in zip(names, images, strict=True)],
                            labelled=False, class_names=class_names, notes=notes)
     mapping = class_to_label(class_names, labels, str(root))
-    samples: list[Sample] = [(n, im, mapping[n.split("/")[0]])
+    samples: list[Sample] = [(n, im, mapping[listing.class_of(n)])
                              for n, im in zip(names, images, strict=True)]
     notes += _coverage_note([s[2] for s in samples], len(class_names), limit, shuffle)
     return ImageSource("imagefolder", str(root), samples, labelled=True, class_names=class_names,
@@ -232,67 +218,6 @@ def folder_source(root: Path, labels: Sequence[str], limit: int | None = None,
 
 
 # -- CIFAR pickles ---------------------------------------------------------------------------
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists and numpy arrays only: refuses every other global.
-
-    ``_codecs.encode`` (str -> bytes) is how protocol-2 pickles written by Python 3 store bytes.
-    """
-
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR pickle holds "
-                                         "only numpy arrays, lists and dicts")
-        if module.startswith("numpy.core.") and importlib.util.find_spec("numpy._core") is not None:
-            module = "numpy._core." + module[len("numpy.core."):]  # numpy 2 moved numpy.core
-        return getattr(importlib.import_module(module), name)
-
-
-def _unpickle(path: Path) -> dict[Any, Any]:
-    try:
-        with open(path, "rb") as handle:
-            data = _ArrayUnpickler(handle, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path} is not a CIFAR python pickle ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path} is not a CIFAR python pickle (holds a {type(data).__name__}, not a dict)")
-    return data
-
-
-def _field(data: dict[Any, Any], key: str, path: Path) -> Any:
-    for k in (key, key.encode()):
-        if k in data:
-            return data[k]
-    raise InputError(f"{path} has no {key!r} entry: not a CIFAR python pickle")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-#: folder name -> (meta file, label-names key, labels key, files per split)
-_CIFAR_LAYOUTS: dict[str, tuple[str, str, str, dict[str, tuple[str, ...]]]] = {
-    "cifar-10-batches-py": ("batches.meta", "label_names", "labels",
-                            {"test": ("test_batch",),
-                             "train": tuple(f"data_batch_{i}" for i in range(1, 6))}),
-    "cifar-100-python": ("meta", "fine_label_names", "fine_labels",
-                         {"test": ("test",), "train": ("train",)}),
-}
-
-
-def find_cifar(path: Path) -> tuple[Path, str] | None:
-    """``(folder, layout)`` when ``path`` is, or directly holds, a CIFAR python folder."""
-    for folder in (path, *(path / name for name in _CIFAR_LAYOUTS)):
-        for layout, (meta, _names, _labels, splits) in _CIFAR_LAYOUTS.items():
-            batches = [folder / f for files in splits.values() for f in files]
-            if (folder / meta).is_file() and any(b.is_file() for b in batches):
-                return folder, layout
-    return None
-
-
 def cifar_source(folder: Path, layout: str, labels: Sequence[str], split: str = "test",
                  limit: int | None = None, shuffle: int | None = None,
                  ignore_labels: bool = False) -> ImageSource:
@@ -301,34 +226,11 @@ def cifar_source(folder: Path, layout: str, labels: Sequence[str], split: str = 
     Raises:
         InputError: unknown split, missing batch files, malformed pickles, unknown classes.
     """
-    if split not in CIFAR_SPLITS:
-        raise InputError(f"CIFAR split {split!r} unknown; splits: {', '.join(CIFAR_SPLITS)}")
-    meta_name, names_key, labels_key, splits = _CIFAR_LAYOUTS[layout]
-    class_names = tuple(_text(n) for n in _field(_unpickle(folder / meta_name), names_key, folder / meta_name))
-    arrays, targets, names = [], [], []
-    for file_name in splits[split]:
-        path = folder / file_name
-        if not path.is_file():
-            raise InputError(f"{path} is missing: the {split} split of {layout} needs "
-                             f"{', '.join(splits[split])}")
-        batch = _unpickle(path)
-        data = np.asarray(_field(batch, "data", path))
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise InputError(f"{path}: data is {data.dtype} {data.shape}, expected uint8 [N, 3072]")
-        batch_labels = list(_field(batch, labels_key, path))
-        if len(batch_labels) != len(data):
-            raise InputError(f"{path}: {len(data)} images but {len(batch_labels)} labels")
-        try:
-            files = [_text(f) for f in _field(batch, "filenames", path)]
-        except InputError:
-            files = [f"{i:05d}" for i in range(len(data))]
-        arrays.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # [N, 32, 32, 3] RGB
-        targets += [int(t) for t in batch_labels]
-        names += [f"{file_name}/{f}" for f in files]
-    images = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    bad = sorted({t for t in targets if not 0 <= t < len(class_names)})
-    if bad:
-        raise InputError(f"{folder}: label indices {bad[:10]} outside the {len(class_names)} class names")
+    try:
+        part = readers.read_cifar(folder, layout, split)
+    except ReadError as exc:
+        raise InputError(str(exc)) from exc
+    class_names, images, targets, names = part.class_names, part.images, part.targets, part.names
     order = select_order(len(names), limit, shuffle)
     notes: list[str] = []
     location = f"{folder} ({split})"
@@ -343,16 +245,6 @@ def cifar_source(folder: Path, layout: str, labels: Sequence[str], split: str = 
 
 
 # -- tar archives ----------------------------------------------------------------------------
-def _tar_image_names(path: Path) -> list[str]:
-    names = []
-    with tarfile.open(path, "r|*") as tar:
-        for member in tar:
-            parts = PurePosixPath(member.name).parts
-            if member.isfile() and _is_image(member.name) and not _hidden(parts):
-                names.append(member.name)
-    return names
-
-
 def tar_source(path: Path, labels: Sequence[str], limit: int | None = None,
                shuffle: int | None = None, ignore_labels: bool = False) -> ImageSource:
     """An ImageFolder archive (``…/CLASS/IMAGE``, any leading folders), streamed twice.
@@ -365,27 +257,18 @@ def tar_source(path: Path, labels: Sequence[str], limit: int | None = None,
         InputError: not a readable archive, no images, unknown class folders.
     """
     try:
-        all_names = sorted(_tar_image_names(path))
+        all_names = sorted(readers.tar_image_names(path))
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise InputError(f"{path} is not a readable tar archive ({type(exc).__name__}: {exc})") from exc
     if not all_names:
         raise InputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); an ImageFolder "
                          "archive holds …/CLASS/IMAGE (a CIFAR python archive must be extracted first)")
     chosen = [all_names[i] for i in select_order(len(all_names), limit, shuffle)]
-    wanted = set(chosen)
-    data: dict[str, bytes] = {}
     try:
-        with tarfile.open(path, "r|*") as tar:
-            for member in tar:
-                if member.name in wanted and member.isfile():
-                    handle = tar.extractfile(member)
-                    assert handle is not None  # a regular file always has a handle
-                    data[member.name] = handle.read()
-                    if len(data) == len(wanted):
-                        break
+        data = readers.read_tar_members(path, chosen)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise InputError(f"{path}: reading the archive failed ({type(exc).__name__}: {exc})") from exc
-    classes = {n: PurePosixPath(n).parent.name for n in all_names}
+    classes = {n: readers.tar_class(n) for n in all_names}
     labelled = not ignore_labels and bool(labels) and all(classes.values())
     class_names = tuple(sorted(set(classes.values()) - {""})) or None
     notes: list[str] = []
@@ -521,9 +404,9 @@ def open_inputs(spec: str | Path, labels: Sequence[str] = (), *, limit: int | No
         raise InputError(f"input {text!r} not found; give an image folder, an ImageFolder dataset, "
                          "a CIFAR folder, a .tar/.tar.gz archive, an image, or camera[:N]")
     if path.is_file():
-        if path.name.lower().endswith(TAR_SUFFIXES) or (not _is_image(path.name) and tarfile.is_tarfile(path)):
+        if path.name.lower().endswith(TAR_SUFFIXES) or (not readers.is_image(path.name) and tarfile.is_tarfile(path)):
             return tar_source(path, labels, limit, shuffle, ignore_labels)
-        if _is_image(path.name):
+        if readers.is_image(path.name):
             select_order(1, limit, shuffle)  # validates limit
             return ImageSource("image", text, [(path.name, path.read_bytes(), None)], labelled=False)
         raise InputError(f"input {text!r} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a "

@@ -22,10 +22,18 @@ Pieces, each usable alone:
 * ``athe.runtime.backends``   ``load_backend("litert" | "executorch" | "torch", threads)``
 * ``athe.runtime.preprocess`` ``Preprocessor`` (numpy + Pillow; ``ImageError``)
 * ``athe.runtime.dispatcher`` ``Dispatcher``, ``Prediction``, policies
+* ``athe.runtime.routing``    the routing rule vectorised, threshold candidates, calibration to
+  a δ or a budget (router training, ``athe eval`` and the dispatcher call it)
+* ``athe.runtime.gates``      exit-gate features and score, logistic fit, AUROC
+* ``athe.runtime.split``      the calib/test halves of a run's ``val`` split (``split.json``)
+* ``athe.runtime.stats``      the one latency summary (``summarize_latency``)
+* ``athe.runtime.readers``    one reader per input kind: image folders, ImageFolder folders, tar
+  archives, CIFAR pickles (training, the runner, eval and the benchmark read through it)
 * ``athe.runtime.benchmark``  ``python -m athe.runtime.benchmark --bundle DIR --threads 2``
 
 Importing this package imports numpy and Pillow only; a backend's runtime is imported when that
-backend is created (ExecuTorch and the torch reference need torch; LiteRT does not).
+backend is created (ExecuTorch and the torch reference need torch; LiteRT does not). No module
+here imports ``athe.training``, ``athe.convert`` or torch (``tests/test_rooms.py``).
 """
 
 from .backends import BACKEND_FORMATS, Backend, BackendError, LoadedModel, load_backend

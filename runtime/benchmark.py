@@ -24,7 +24,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
+import itertools
 import json
 import math
 import tarfile
@@ -43,9 +46,9 @@ from .bundle import BundleError
 from .dispatcher import Dispatcher, DispatchError, parse_thresholds
 from .manifest import InputSpec
 from .preprocess import ImageError
+from .readers import iter_tar_images, list_folder
 from .stats import LatencySummary, summarize_latency
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 TARGET_SHARE = 0.03
 
 
@@ -175,23 +178,15 @@ def synthetic_images(spec: InputSpec, n: int = 16, seed: int = 0) -> list[bytes]
 
 
 def read_images(path: str | Path, limit: int) -> list[bytes]:
-    """Up to ``limit`` encoded images from a folder (recursive, sorted) or a ``.tar(.gz)`` archive."""
+    """Up to ``limit`` encoded images from a folder (recursive, sorted by name) or a ``.tar(.gz)``
+    archive (archive order), read by ``athe.runtime.readers`` (hidden files skipped)."""
     path = Path(path)
-    out: list[bytes] = []
     if path.is_file() and tarfile.is_tarfile(path):
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES):
-                    fh = tar.extractfile(member)
-                    if fh is not None:
-                        out.append(fh.read())
-                if len(out) >= limit:
-                    break
+        with contextlib.closing(iter_tar_images(path)) as members:  # closes the archive at `limit`
+            out = [data for _, data in itertools.islice(members, limit)]
     elif path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-            out.append(file.read_bytes())
-            if len(out) >= limit:
-                break
+        listing = list_folder(path)
+        out = [listing.path(name).read_bytes() for name in sorted(listing.top + listing.nested)[:limit]]
     else:
         raise click.UsageError(f"--images {str(path)!r} is neither a folder nor a tar archive")
     if not out:
@@ -219,9 +214,9 @@ def run_benchmark(bundle: str | Path | Any, backend: str | Any = "litert", threa
     result = BenchmarkResult(info=dispatcher.info())
     if dispatcher.router is not None:
         router = dispatcher.router
-        result.router_ms = _timed(lambda: router.run(x), count, warmup)
+        result.router_ms = _timed(functools.partial(router.run, x), count, warmup)
     for name, model in dispatcher.levels.items():
-        result.level_ms[name] = _timed(lambda m=model: m.run(x), count, warmup)
+        result.level_ms[name] = _timed(functools.partial(model.run, x), count, warmup)
     for i in range(warmup):
         dispatcher.predict(inputs[i % len(inputs)])
     stages: dict[str, list[float]] = {k: [] for k in ("decode", "preprocess", "route", "infer", "glue", "total")}

@@ -22,17 +22,17 @@ import json
 import logging
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from athe.runtime import readers  # one reader per input kind for training, runner, eval, benchmark
 from athe.runtime.preprocess import to_rgb as _to_rgb  # one RGB rule for training and runtime
 
 _logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 
 class DataError(ValueError):
@@ -89,32 +89,23 @@ def _decode(name: str, data: bytes) -> tuple[Image.Image | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _class_of(member: str) -> tuple[str, str] | None:
-    """``root/.../<class>/<file>`` -> (class, file) for image files, else None."""
-    parts = Path(member).parts
-    if len(parts) < 2 or Path(member).suffix.lower() not in IMAGE_SUFFIXES:
-        return None
-    if any(p.startswith(".") for p in parts):
-        return None
-    return parts[-2], parts[-1]
+def _iter_archive(path: Path) -> Iterator[tuple[str, str, bytes]]:
+    """``(class, name, bytes)`` of the images in class folders of an archive (``…/CLASS/IMAGE``)."""
+    for name, data in readers.iter_tar_images(path):
+        cls = readers.tar_class(name)
+        if cls:
+            yield cls, name, data
 
 
-def _iter_archive(path: Path):
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:
-            if member.isfile() and _class_of(member.name):
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    yield member.name, fh.read()
-
-
-def _iter_folder(path: Path):
-    for cls_dir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in cls_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"class folder {str(cls_dir)!r} has no images; remove it or add images")
-        for f in files:
-            yield str(f.relative_to(path)), f.read_bytes()
+def _iter_folder(path: Path) -> Iterator[tuple[str, str, bytes]]:
+    """``(class, name, bytes)`` of the images of an ImageFolder directory (``ROOT/CLASS/…/IMAGE``)."""
+    listing = readers.list_folder(path)
+    by_class = listing.by_class()
+    for cls in listing.class_dirs:
+        if cls not in by_class:
+            raise DataError(f"class folder {str(path / cls)!r} has no images; remove it or add images")
+        for name in by_class[cls]:
+            yield cls, name, listing.path(name).read_bytes()
 
 
 def _cache_dir() -> Path:
@@ -160,11 +151,7 @@ def load_imagefolder(path: str | Path, *, cache: bool = True) -> ImageSet:
         items = _iter_archive(path)
     else:
         items = _iter_folder(path)
-    raw: list[tuple[str, str, bytes]] = []
-    for name, data in items:
-        cls_file = _class_of(name)
-        assert cls_file is not None
-        raw.append((cls_file[0], name, data))
+    raw = list(items)
     if not raw:
         raise DataError(f"no images found in {str(path)!r}; expected <root>/<class>/<image> files")
     classes = sorted({c for c, _, _ in raw})
@@ -200,21 +187,26 @@ def load_imagefolder(path: str | Path, *, cache: bool = True) -> ImageSet:
 
 def load_cifar(root: str | Path, which: str = "cifar10", *, train: bool = True,
                download: bool = False) -> ImageSet:
-    """CIFAR-10/100 in torchvision's on-disk format; downloads only when ``download`` is set."""
-    from torchvision import datasets
+    """CIFAR-10/100 in torchvision's on-disk format (``root/cifar-10-batches-py``, …), read by
+    ``athe.runtime.readers`` (the reader ``athe eval`` uses); torchvision only downloads it, and
+    only when ``download`` is set."""
+    layout = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[which]
+    if download:
+        from torchvision import datasets
 
-    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[which]
+        {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[which](str(root), train=train, download=True)
+    split = "train" if train else "test"
     try:
-        ds = cls(str(root), train=train, download=download)
-    except RuntimeError as exc:
+        part = readers.read_cifar(Path(root) / layout, layout, split)
+    except (readers.ReadError, OSError) as exc:
         raise DataError(
             f"{which} not found under {str(root)!r} ({exc}); pass --download to fetch it, or "
-            f"point --data at a folder holding {'cifar-10-batches-py' if which == 'cifar10' else 'cifar-100-python'}"
+            f"point --data at a folder holding {layout}"
         ) from None
     return ImageSet(
-        classes=list(ds.classes), labels=np.asarray(ds.targets, dtype=np.int64),
-        names=[f"{which}/{'train' if train else 'test'}/{i}" for i in range(len(ds.targets))],
-        array=np.asarray(ds.data, dtype=np.uint8), source=str(root),
+        classes=list(part.class_names), labels=np.asarray(part.targets, dtype=np.int64),
+        names=[f"{which}/{split}/{i}" for i in range(len(part))],
+        array=np.asarray(part.images, dtype=np.uint8), source=str(root),
     )
 
 
