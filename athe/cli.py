@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
@@ -72,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

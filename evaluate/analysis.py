@@ -121,7 +121,8 @@ class Measurements:
 
     def save(self, path: Path) -> Path:
         """Write the raw arrays as ``.npz`` (re-analysis without re-running models)."""
-        arrays = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
+        # values typed Any: numpy's stub would let **arrays bind savez's allow_pickle: bool
+        arrays: dict[str, Any] = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
         np.savez_compressed(path, level_names=np.asarray(self.level_names), names=np.asarray(self.names),
                             **arrays)
         return Path(path)
@@ -285,7 +286,7 @@ def random_rows(m: Measurements, costs: Costs, fraction: Sequence[float], seeds:
                 "mean_macs": float(shares @ np.asarray(costs.level_macs, dtype=np.float64))}
     group = {}
     for level in m.level_names:
-        values = [r.group_accuracy[level] for r in per_seed if r.group_accuracy[level] is not None]
+        values = [a for r in per_seed if (a := r.group_accuracy[level]) is not None]
         group[level] = float(np.mean(values)) if values else None
     acc = np.array([r.accuracy for r in per_seed])
     lat = np.array([r.latency_mean_ms for r in per_seed])
@@ -530,9 +531,9 @@ def verdict_vs_random(athe: Row, cheapest: Row, richest: Row, random_row: Row | 
     # share of the cheapest level in the mix (clamped like the line: outside it, an end is used)
     share = min(1.0, max(0.0, (richest.latency_mean_ms - athe.latency_mean_ms) / span)) if span else float("nan")
     diff = athe.accuracy - acc
-    numbers = {"athe_accuracy": athe.accuracy, "athe_latency_ms": athe.latency_mean_ms,
-               "random_accuracy_at_latency": acc, "accuracy_diff_pt": diff, "outside_range": outside,
-               "cheapest_share": share}
+    numbers: dict[str, Any] = {"athe_accuracy": athe.accuracy, "athe_latency_ms": athe.latency_mean_ms,
+                               "random_accuracy_at_latency": acc, "accuracy_diff_pt": diff,
+                               "outside_range": outside, "cheapest_share": share}
     if random_row is not None:
         numbers.update(random_same_fractions_accuracy=random_row.accuracy,
                        random_same_fractions_std=random_row.accuracy_std,

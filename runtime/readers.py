@@ -42,7 +42,7 @@ import importlib
 import importlib.util
 import pickle
 import tarfile
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -157,7 +157,7 @@ def read_tar_members(path: str | Path, names: Collection[str]) -> dict[str, byte
     return data
 
 
-def iter_tar_images(path: str | Path) -> Iterator[tuple[str, bytes]]:
+def iter_tar_images(path: str | Path) -> Generator[tuple[str, bytes], None, None]:
     """``(name, bytes)`` of every visible image member, in archive order (one streamed pass).
 
     Raises:

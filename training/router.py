@@ -110,7 +110,8 @@ class RouterExport(nn.Module):
         router = copy.deepcopy(router).eval()
         fused: list[nn.Module] = []
         for block in router.features:
-            conv, bn, act = block
+            conv, bn, act = block.children()
+            assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)  # _conv_bn's layout
             fused += [fuse_conv_bn_eval(conv, bn), act]
         self.features = nn.Sequential(*fused)
         self.classifier = router.classifier
