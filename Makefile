@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo demo-web web-deps system-deps test test-java lint bench clean
+.PHONY: install demo demo-web web-deps system-deps test test-java lint bench clean wheel
 
 $(BIN)/athe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,13 @@ install: $(BIN)/athe
 
 demo: install
 	$(BIN)/athe demo
+
+# The installable artifacts in dist/ (a wheel a Raspberry Pi installs with `pip install
+# 'dist/athe-VERSION-py3-none-any.whl[pi]'`, and an sdist), checked by twine.
+wheel: install
+	rm -f dist/athe-*.whl dist/athe-*.tar.gz
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/athe-*
 
 # The phone demo: LiteRT.js from npm, then serve the PWA with the demo bundle (tflite only).
 WEB := android_demo/web
@@ -52,8 +59,18 @@ test-java:
 test: install web-deps
 	$(BIN)/pytest -q
 
+# mypy cannot follow the editable install's import hook (athe.training -> training/, ...): the
+# folders are linked into build/mypy/athe/, the installed layout, and mypy checks that package
+# (pyproject.toml [tool.mypy]).
+ROOMS := training convert runtime pi_runner evaluate
+MYPY_TREE := build/mypy/athe
+
 lint: install
-	$(BIN)/ruff check athe training convert runtime pi_runner tests
+	$(BIN)/ruff check athe $(ROOMS) tests
+	rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)
+	for f in athe/*; do ln -s "$(CURDIR)/$$f" $(MYPY_TREE)/; done
+	for d in $(ROOMS); do ln -s "$(CURDIR)/$$d" $(MYPY_TREE)/$$d; done
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m athe.convert.benchmark
