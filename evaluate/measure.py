@@ -293,7 +293,8 @@ def run_eval(bundle: str | Path, data: str | Path, backend: str = "litert", thre
     images, data_info = load_eval_images(data, opened.labels, split_from, limit)
     policy = "router" if opened.router is not None else f"fixed:{names[-1]}"
     dispatcher = Dispatcher(opened, backend=backend, threads=threads, policy=policy)
-    chain, gates, exits_out = None, None, []
+    chain, gates = None, None
+    exits_out: list[ExitMeasurements] = []
     if opened.stages:
         default_kind, gates, exit_ths = gate_sets(manifest)
         chain = Dispatcher(opened, backend=backend, threads=threads, policy="exit")
