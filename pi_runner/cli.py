@@ -51,6 +51,54 @@ class RunGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
+def _remember_wide(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta["athe.wide"] = value
+    return value
+
+
+def _console() -> Any:
+    """The run's console: terminal width, or wide enough for every column with ``--wide``."""
+    from rich.console import Console
+
+    from athe.pi_runner.report import WIDE_COLUMNS
+
+    wide = click.get_current_context().meta.get("athe.wide", False)
+    return Console(width=max(WIDE_COLUMNS, Console().width)) if wide else Console()
+
+
+def energy_refusal(energy: str, repeat: int, found: str | None = None) -> str:
+    """Why an energy run refuses fewer than 3 repeats, and the two ways on (pinned by a test)."""
+    from athe.pi_runner.runner import MIN_ENERGY_REPEATS
+
+    what = f"--energy {energy}" + (f" found {found}" if found else "")
+    passes = f"{repeat} repeat{'s' if repeat != 1 else ''}"
+    return (f"{what}, but energy per image is reported as mean ± std over repeats and {passes} "
+            f"give{'s' if repeat == 1 else ''} no spread: pass --repeat {MIN_ENERGY_REPEATS} or more, "
+            "or --energy none to measure latency only")
+
+
+def _check_energy(energy: str, repeat: int) -> None:
+    """Refuse a meter with fewer than 3 repeats before anything loads, saying why.
+
+    ``--energy auto`` that finds no meter is not refused: the run measures latency only and
+    says so on its ``energy:`` line.
+    """
+    from athe.pi_runner.meters import auto_meter, meter_names
+    from athe.pi_runner.runner import MIN_ENERGY_REPEATS
+
+    name = energy.strip().lower().partition(":")[0]
+    if name == "none" or name not in meter_names() or repeat >= MIN_ENERGY_REPEATS:
+        return  # an unknown name gets its own error from the run
+    found = None
+    if name == "auto":
+        meter, _ = auto_meter()
+        if meter is None:
+            return
+        found = f"{meter.method} ({meter.describe()})"
+        meter.close()
+    raise click.ClickException(energy_refusal(energy, repeat, found))
+
+
 def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--input", "input_spec", required=True, metavar="PATH|camera[:N]",
@@ -86,6 +134,9 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-progress", is_flag=True, help="No progress bar."),
         click.option("--no-plots", is_flag=True, help="Do not write PNG plots."),
         click.option("--fsync", is_flag=True, help="fsync every row (survives power loss; slower)."),
+        click.option("--wide", is_flag=True, expose_value=False, callback=_remember_wide,
+                     help="Tables with every column (by default they fit the terminal, e.g. 80 columns "
+                          "over SSH or in a pipe, hiding the least important ones)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -150,13 +201,14 @@ def measure(bundle: Path, policy: str, level_energy: bool, input_spec: str, back
     """Measure BUNDLE on --input: per-image rows, summary, CSV, plots, table."""
     from athe.pi_runner.runner import run_bundle
 
+    _check_energy(energy, repeat)
     out = out or _default_out(f"{bundle.resolve().name}-{policy}")
     _call(out, lambda: run_bundle(
         bundle, input_spec, out=out, backend=backend, threads=threads, policy=policy,
         thresholds=_thresholds(thresholds), seed=seed, warmup=warmup, repeat=repeat, limit=limit,
         shuffle=shuffle, split=split, ignore_labels=ignore_labels, energy=energy,
         idle_seconds=idle_seconds, level_energy=level_energy, progress=not no_progress,
-        plots=not no_plots, fsync=fsync))
+        plots=not no_plots, fsync=fsync, console=_console()))
 
 
 @run.command("compare")
@@ -172,6 +224,7 @@ def compare(bundles: tuple[Path, ...], policies: str, input_spec: str, backend: 
     """Run BUNDLES × --policies interleaved on the same images; print ratios to the first."""
     from athe.pi_runner.compare import compare_runs
 
+    _check_energy(energy, repeat)
     policy_list = [p.strip() for p in policies.split(",") if p.strip()]
     out = out or _default_out("compare")
     _call(out, lambda: compare_runs(
@@ -179,4 +232,4 @@ def compare(bundles: tuple[Path, ...], policies: str, input_spec: str, backend: 
         threads=threads, thresholds=_thresholds(thresholds), seed=seed, warmup=warmup,
         repeat=repeat, limit=limit, shuffle=shuffle, split=split, ignore_labels=ignore_labels,
         energy=energy, idle_seconds=idle_seconds, progress=not no_progress,
-        plots=not no_plots, fsync=fsync))
+        plots=not no_plots, fsync=fsync, console=_console()))

@@ -30,9 +30,12 @@ from athe.pi_runner.report import (
     ENERGY_PNG,
     LATENCY_CDF_PNG,
     PER_IMAGE_JSONL,
+    Column,
     JsonlWriter,
     RunRecorder,
+    count_text,
     environment_info,
+    fit_table,
     fmt_value,
     plot_energy_per_image,
     plot_latency_cdf,
@@ -156,26 +159,32 @@ def compare_ratios(reports: Mapping[str, dict[str, Any]],
 
 
 def print_compare_table(ratios: Mapping[str, Mapping[str, Any]], console: Any, title: str) -> None:
-    """One row per candidate: latency, ratios to the first, accuracy delta, J/image."""
-    from rich.table import Table
+    """One row per candidate: latency, ratios to the first, accuracy delta, J/image.
 
-    table = Table(title=title)
-    columns = ["candidate", "mean ms", "p50 ms", "× mean", "× p50", "top-1", "Δ top-1"]
-    metered = any(r["j_per_image"] is not None for r in ratios.values())
-    columns += ["J/img", "× J"] if metered else []
-    for column in columns:
-        table.add_column(column, justify="left" if column == "candidate" else "right")
-    for name, r in ratios.items():
-        cells = [escape(name), fmt_value(r["mean_ms"], ".3f"), fmt_value(r["p50_ms"], ".3f"),
-                 f"{fmt_value(r['mean_ratio'], '.2f')}×", f"{fmt_value(r['p50_ratio'], '.2f')}×",
-                 "–" if r["top1"] is None else f"{r['top1']:.1%}",
-                 "–" if r["top1_delta"] is None else f"{r['top1_delta'] * 100:+.1f} pp"]
-        if metered:
-            est = " est" if r["is_estimate"] else ""
-            cells += [f"{fmt_value(r['j_per_image'], '.3g')} {r['j_kind'] or ''}{est}",
-                      f"{fmt_value(r['j_ratio'], '.2f')}×"]
-        table.add_row(*cells)
-    console.print(table)
+    Fitted to the terminal (80 columns over SSH or a pipe): the p50 columns, then top-1 and
+    the absolute mean are hidden before anything is cut; ``--wide`` shows them all.
+    """
+    rows = list(ratios.values())
+    columns = [
+        Column("candidate", [escape(name) for name in ratios], justify="left", wrap=True),
+        Column("mean ms", [fmt_value(r["mean_ms"], ".4g") for r in rows], drop=4),
+        Column("p50 ms", [fmt_value(r["p50_ms"], ".4g") for r in rows], drop=2),
+        Column("× mean", [f"{fmt_value(r['mean_ratio'], '.2f')}×" for r in rows]),
+        Column("× p50", [f"{fmt_value(r['p50_ratio'], '.2f')}×" for r in rows], drop=1),
+        Column("top-1", ["–" if r["top1"] is None else f"{r['top1']:.1%}" for r in rows], drop=3),
+        Column("Δ top-1", ["–" if r["top1_delta"] is None else f"{r['top1_delta'] * 100:+.1f} pp" for r in rows]),
+    ]
+    metered = [r for r in rows if r["j_per_image"] is not None]
+    if metered:
+        kinds = {r["j_kind"] for r in metered}
+        kind = f"{kinds.pop()} " if len(kinds) == 1 else ""
+        est = " (est)" if any(r["is_estimate"] for r in metered) else ""
+        columns += [
+            Column(f"{kind}J/img{est}", [fmt_value(r["j_per_image"], ".3g")
+                                         + (f" {r['j_kind']}" if not kind and r["j_kind"] else "") for r in rows]),
+            Column("× J", [f"{fmt_value(r['j_ratio'], '.2f')}×" for r in rows]),
+        ]
+    console.print(fit_table(console, title, columns))
 
 
 def compare_runs(bundles: Sequence[str | Path], inputs: str | Path | ImageSource | Sequence[Sample],
@@ -335,9 +344,10 @@ def _compare(candidates: list[Candidate], source: ImageSource, meter: EnergyMete
         if energies:
             kind = "net" if all(e.net_j_per_image is not None for e in energies.values()) else "gross"
             files["energy"] = plot_energy_per_image(energies, out / ENERGY_PNG, kind=kind,
-                                                    title="Energy per image per candidate")
-    print_compare_table(ratios, console, title=f"Compared with {names[0]!r} ({len(samples)} images × "
-                                               f"{repeat} repeats, interleaved per image)")
+                                                    title="Energy per image per candidate",
+                                                    xlabel="candidate (bundle × policy)")
+    print_compare_table(ratios, console, title=f"Compared with {names[0]!r} ({count_text(len(samples), repeat)}, "
+                                               "interleaved per image)")
     if energies:
         print_energy_table(energies, console)
     if state["guard"].throttled:

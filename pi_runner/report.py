@@ -370,13 +370,15 @@ def plot_routed_fraction(fractions: Mapping[str, float], path: Path,
 
 
 def plot_energy_per_image(energy_by_level: Mapping[str, PerImageEnergy], path: Path,
-                          kind: str = "net", title: str = "Energy per image per level") -> Path:
+                          kind: str = "net", title: str = "Energy per image per level",
+                          xlabel: str = "level") -> Path:
     """Bars of mean J/image per level with ±1 std over repeats, each repeat as a dot.
 
     Args:
         energy_by_level: level → :class:`~athe.pi_runner.meters.PerImageEnergy`.
         path: PNG to write.
         kind: ``net`` (idle subtracted) or ``gross``.
+        xlabel: what the bars are (``athe run compare``: the candidates).
 
     Levels without a valid figure get an "invalid" label instead of a bar; an estimate is
     labelled as one in the title.
@@ -406,7 +408,7 @@ def plot_energy_per_image(energy_by_level: Mapping[str, PerImageEnergy], path: P
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylim(min(0.0, *ax.get_ylim()), max(tops) * 1.15 or 1.0)
     ax.set_xticks(range(len(names)), names)
-    ax.set_xlabel("level")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{kind} J per image (mean ± std over repeats)")
     estimate = any(e.is_estimate for e in energy_by_level.values())
     methods = sorted({e.method for e in energy_by_level.values()})
@@ -448,61 +450,171 @@ def fmt_value(value: float | None, spec: str = ".2f") -> str:
     return "–" if value is None or not math.isfinite(value) else format(value, spec)
 
 
+# -- counts and one-line statements (their wording is pinned by tests) --------------------------
+def count_text(images: int, repeats: int) -> str:
+    """``100 images × 3 repeats`` (or ``100 images`` for one pass): what a row count counts."""
+    if repeats == 1:
+        return f"{images} image{'s' if images != 1 else ''}"
+    return f"{images} image{'s' if images != 1 else ''} × {repeats} repeats"
+
+
+def accuracy_line(top1: float, images: int, repeats: int) -> str:
+    """The run's accuracy, saying how many distinct images it is over."""
+    return f"accuracy: {top1:.2%} top-1 over {count_text(images, repeats)} (labelled)"
+
+
+def rss_line(peak_bytes: int | None) -> str:
+    """The one RSS figure of a run: the peak as written to ``summary.json`` (``peak_rss_bytes``)."""
+    value = f"{peak_bytes / 2**20:.1f} MiB" if peak_bytes is not None else "unknown"
+    return f"peak RSS {value} (process peak up to the summary; summary.json peak_rss_bytes)"
+
+
+def energy_line(meter_found: bool, message: str) -> str:
+    """``energy: …`` — says plainly whether energy is measured, and why not."""
+    if meter_found:
+        return f"energy: {message}"
+    if message.startswith("no energy meter found"):
+        return f"energy: not measured, latency only: --energy auto {message}"
+    return f"energy: not measured, latency only ({message})"
+
+
+# -- tables that fit the terminal --------------------------------------------------------------
+#: Wider than this, the tables show every column however narrow the terminal (``--wide``).
+WIDE_COLUMNS = 200
+
+
+@dataclasses.dataclass
+class Column:
+    """A table column: header, cells, and how it may shrink.
+
+    Attributes:
+        compact: shorter cells used first when the table is too wide (e.g. mean without ± std).
+        optional: may be hidden when the table is still too wide (lowest ``drop`` first).
+        wrap: the cells may wrap (free text); numbers never wrap or get cut.
+    """
+
+    header: str
+    cells: list[str]
+    justify: str = "right"
+    compact: list[str] | None = None
+    drop: int | None = None
+    wrap: bool = False
+
+
+def fit_table(console: Any, title: str, columns: Sequence[Column]) -> Any:
+    """A rich table of ``columns`` that fits ``console.width`` without cutting a number.
+
+    First the compact forms of cells are used, then optional columns are hidden (lowest
+    ``drop`` first) until the table's natural width fits; a caption names what was hidden.
+    A console of :data:`WIDE_COLUMNS` or more (``--wide``) shows everything.
+    """
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    width = int(getattr(console, "width", 80) or 80)
+    cols = list(columns)
+    hidden: list[str] = []
+
+    def build(cols: list[Column], compact: bool) -> Table:
+        table = Table(title=title, caption=(f"hidden to fit {width} columns: {', '.join(hidden)} "
+                                            "(--wide shows them)") if hidden else None)
+        for c in cols:
+            table.add_column(c.header, justify=c.justify, no_wrap=not c.wrap,  # type: ignore[arg-type]
+                             overflow="fold")
+        n = max((len(c.cells) for c in cols), default=0)
+        for i in range(n):
+            table.add_row(*[((c.compact if compact and c.compact is not None else c.cells)[i]
+                             if i < len(c.cells) else "") for c in cols])
+        return table
+
+    def fits(table: Table) -> bool:  # the natural width, measured without the console's limit
+        return Measurement.get(console, console.options.update_width(10_000), table).maximum <= width
+
+    table = build(cols, compact=False)
+    if width >= WIDE_COLUMNS or fits(table):
+        return table
+    table = build(cols, compact=True)
+    for column in sorted((c for c in cols if c.drop is not None), key=lambda c: c.drop or 0):
+        if fits(table):
+            break
+        cols = [c for c in cols if c is not column]
+        hidden.append(column.header)
+        table = build(cols, compact=True)
+    return table
+
+
 def print_latency_table(summaries: Mapping[str, LatencySummary],
                         routed: Mapping[str, float] | None = None,
                         energy: Mapping[str, PerImageEnergy] | None = None,
                         console: Console | None = None, title: str = "Latency (ms)") -> None:
-    """Print a short rich table: one row per level (and overall).
+    """Print a short rich table: one row per level (and overall), fitted to the terminal.
 
     Args:
         summaries: from :func:`athe.pi_runner.stats.summarize_by_level`.
         routed: level → routed fraction (adds a column).
         energy: level → per-image energy (adds a net J/image column; estimates marked ``est``).
         console: where to print (default: a new stdout console).
+
+    At 80 columns the J/image cells drop their ± std, then p99, img/s and p90 are hidden.
     """
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table(title=title)
-    columns = ["level", "n", "mean", "p50", "p90", "p99", "img/s"]
-    columns += ["routed"] if routed is not None else []
-    columns += ["net J/img"] if energy is not None else []
-    for column in columns:
-        table.add_column(column, justify="left" if column == "level" else "right")
-    for level, s in summaries.items():
-        cells = [level, str(s.count), fmt_value(s.mean_ms), fmt_value(s.p50_ms), fmt_value(s.p90_ms),
-                 fmt_value(s.p99_ms), fmt_value(s.throughput_per_s, ".1f")]
-        if routed is not None:
-            cells.append(f"{routed[level]:.1%}" if level in routed else "")
-        if energy is not None:
-            e = energy.get(level)
-            cells.append("" if e is None else (
-                f"{fmt_value(e.net_mean, '.3g')} ± {fmt_value(e.net_std, '.2g')}"
-                + (" est" if e.is_estimate else "") if e.valid else "invalid"))
-        table.add_row(*cells)
-    (console or Console()).print(table)
+    console = console or Console()
+    levels = list(summaries)
+    s = [summaries[lv] for lv in levels]
+    columns = [
+        Column("level", [escape(lv) for lv in levels], justify="left"),
+        Column("n", [str(x.count) for x in s]),
+        Column("mean", [fmt_value(x.mean_ms) for x in s]),
+        Column("p50", [fmt_value(x.p50_ms) for x in s]),
+        Column("p90", [fmt_value(x.p90_ms) for x in s], drop=3),
+        Column("p99", [fmt_value(x.p99_ms) for x in s], drop=1),
+        Column("img/s", [fmt_value(x.throughput_per_s, ".1f") for x in s], drop=2),
+    ]
+    if routed is not None:
+        columns.append(Column("routed", [f"{routed[lv]:.1%}" if lv in routed else "" for lv in levels]))
+    if energy is not None:
+        full, short = [], []
+        for lv in levels:
+            e = energy.get(lv)
+            est = " est" if e is not None and e.is_estimate else ""
+            if e is None:
+                full.append("")
+                short.append("")
+            elif not e.valid:
+                full.append("invalid")
+                short.append("invalid")
+            else:
+                full.append(f"{fmt_value(e.net_mean, '.3g')} ± {fmt_value(e.net_std, '.2g')}{est}")
+                short.append(f"{fmt_value(e.net_mean, '.3g')}{est}")
+        columns.append(Column("net J/img", full, compact=short))
+    console.print(fit_table(console, title, columns))
 
 
 def print_energy_table(energy: Mapping[str, PerImageEnergy], console: Console,
                        title: str = "Energy per image (J), mean ± std over repeats") -> None:
     """Gross and net J/image per run, idle watts, repeats and validity; estimates say so."""
     from rich.markup import escape
-    from rich.table import Table
 
     methods = sorted({e.method for e in energy.values()})
     title += f" ({', '.join(methods)})"
     if any(e.is_estimate for e in energy.values()):
         title += " MODEL ESTIMATE, not measured"
-    table = Table(title=title)
-    for column in ("run", "gross J/img", "net J/img", "idle W", "n", "valid"):
-        table.add_column(column, justify="left" if column in ("run", "valid") else "right")
-    for name, e in energy.items():
-        net = (f"{fmt_value(e.net_mean, '.3g')} ± {fmt_value(e.net_std, '.2g')}"
-               if e.net_j_per_image is not None else "–")
-        table.add_row(escape(name), f"{fmt_value(e.gross_mean, '.3g')} ± {fmt_value(e.gross_std, '.2g')}",
-                      net, fmt_value(e.idle_watts, ".3g"), str(len(e.gross_j_per_image)),
-                      "yes" if e.valid else escape(f"NO: {e.invalid_reason}"))
-    console.print(table)
+    runs = list(energy.values())
+    columns = [
+        Column("run", [escape(name) for name in energy], justify="left"),
+        Column("gross J/img", [f"{fmt_value(e.gross_mean, '.3g')} ± {fmt_value(e.gross_std, '.2g')}" for e in runs],
+               compact=[fmt_value(e.gross_mean, ".3g") for e in runs]),
+        Column("net J/img", [f"{fmt_value(e.net_mean, '.3g')} ± {fmt_value(e.net_std, '.2g')}"
+                             if e.net_j_per_image is not None else "–" for e in runs],
+               compact=[fmt_value(e.net_mean, ".3g") if e.net_j_per_image is not None else "–" for e in runs]),
+        Column("idle W", [fmt_value(e.idle_watts, ".3g") for e in runs], drop=1),
+        Column("n", [str(len(e.gross_j_per_image)) for e in runs]),
+        Column("valid", ["yes" if e.valid else escape(f"NO: {e.invalid_reason}") for e in runs],
+               justify="left", wrap=True),
+    ]
+    console.print(fit_table(console, title, columns))
 
 
 class ProgressBar:

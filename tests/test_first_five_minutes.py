@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from athe import quiet
 
 
@@ -105,3 +107,163 @@ def test_progress_lines_restore_the_logger() -> None:
     cap.terminal.close()
     assert handler.count == 1 and cap.lines == 2
     assert log.level == level and log.handlers == handlers
+
+
+# -- counts that say what they count ------------------------------------------------------------
+def test_count_accuracy_rss_and_energy_wording() -> None:
+    from athe.pi_runner import report as rp
+
+    assert rp.count_text(100, 3) == "100 images × 3 repeats"
+    assert rp.count_text(100, 1) == "100 images"
+    assert rp.accuracy_line(0.14, 100, 3) == "accuracy: 14.00% top-1 over 100 images × 3 repeats (labelled)"
+    assert rp.rss_line(168.5 * 2**20) == (
+        "peak RSS 168.5 MiB (process peak up to the summary; summary.json peak_rss_bytes)")
+    assert rp.rss_line(None).startswith("peak RSS unknown")
+    auto = "no energy meter found (pmic: 'vcgencmd' not found on PATH; ina2xx: no /dev/i2c-1)"
+    assert rp.energy_line(False, auto) == f"energy: not measured, latency only: --energy auto {auto}"
+    assert rp.energy_line(False, "energy measurement disabled (--energy none)") == (
+        "energy: not measured, latency only (energy measurement disabled (--energy none))")
+    assert rp.energy_line(True, "using pmic: PMIC ADC") == "energy: using pmic: PMIC ADC"
+
+
+def test_energy_refusal_explains() -> None:
+    from athe.pi_runner.cli import energy_refusal
+
+    assert energy_refusal("estimate:5", 1) == (
+        "--energy estimate:5, but energy per image is reported as mean ± std over repeats and "
+        "1 repeat gives no spread: pass --repeat 3 or more, or --energy none to measure latency only")
+    assert energy_refusal("auto", 2, found="pmic (PMIC ADC)").startswith(
+        "--energy auto found pmic (PMIC ADC), but energy per image")
+    assert "2 repeats give no spread" in energy_refusal("auto", 2, found="pmic (PMIC ADC)")
+
+
+def _photos(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 36), (40 * i, 90, 20)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_cli_refuses_energy_at_one_repeat_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import athe.pi_runner.meters as meters
+    from athe.cli import cli
+
+    photos = _photos(tmp_path)
+    missing = str(tmp_path / "no-bundle")
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["run", missing, "--input", str(photos), *args])
+        return result.exit_code, result.output
+
+    code, out = run("--energy", "estimate:5", "--repeat", "1")
+    assert code == 1 and "--energy estimate:5, but energy per image is reported as mean ± std" in out
+    assert "pass --repeat 3 or more, or --energy none to measure latency only" in out
+    # auto without a meter is not refused: it measures latency only (here it stops at the bundle)
+    monkeypatch.setattr(meters, "auto_meter", lambda *a, **k: (None, "no energy meter found (test)"))
+    code, out = run("--energy", "auto", "--repeat", "1")
+    assert code == 1 and "not found" in out and "repeat" not in out
+
+    class Fake:
+        method = "pmic"
+
+        def describe(self) -> str:
+            return "PMIC ADC"
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(meters, "auto_meter", lambda *a, **k: (Fake(), "using pmic"))
+    code, out = run("--energy", "auto", "--repeat", "2")
+    assert code == 1 and "--energy auto found pmic (PMIC ADC), but" in out and "2 repeats" in out
+
+
+# -- tables that fit 80 columns -----------------------------------------------------------------
+def _energy(values: list[float], estimate: bool = False, net: bool = True, valid: bool = True,
+            reason: str | None = None):
+    from athe.pi_runner.meters import PerImageEnergy
+
+    return PerImageEnergy("pmic", estimate, (100,) * len(values), tuple(v + 0.001 for v in values),
+                          tuple(values) if net else None, 2.0, valid, reason)
+
+
+def _render(fn, width: int) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=width, file=open(os.devnull, "w"))  # noqa: SIM115
+    fn(console)
+    return console.export_text()
+
+
+def _fits(text: str, width: int = 80) -> None:
+    for line in text.splitlines():
+        assert len(line) <= width, line
+    assert "…" not in text, text
+
+
+def test_latency_table_fits_80_columns_and_wide_shows_all() -> None:
+    import numpy as np
+
+    from athe.pi_runner import report as rp
+    from athe.pi_runner import stats as st
+
+    rng = np.random.default_rng(0)
+    levels = ["simple"] * 300 + ["complex"] * 200 + ["dense"] * 100
+    seconds = rng.uniform(0.001, 1.5, size=len(levels))
+    summaries = st.summarize_by_level(seconds, levels)
+    energy = {lv: _energy([0.0115, 0.0121, 0.0118], estimate=True) for lv in ("simple", "complex", "dense")}
+
+    def table(console) -> None:
+        rp.print_latency_table(summaries, routed=st.routed_fraction(levels), energy=energy, console=console,
+                               title="Latency per image (ms), 200 images × 3 repeats, policy router")
+
+    narrow = _render(table, 80)
+    _fits(narrow)
+    assert "hidden to fit 80 columns" in narrow and "--wide shows them" in narrow
+    assert f"{summaries['overall'].p50_ms:.2f}" in narrow and "0.0118 est" in narrow and "50.0%" in narrow
+    wide = _render(table, rp.WIDE_COLUMNS)
+    assert "p99" in wide and "img/s" in wide and "± " in wide and "hidden" not in wide
+
+
+def test_compare_table_fits_80_columns() -> None:
+    from athe.pi_runner.compare import print_compare_table
+
+    base = {"mean_ms": 1378.123, "p50_ms": 1377.9, "p90_ms": 1400.0, "mean_ratio": 1.0, "p50_ratio": 1.0,
+            "p90_ratio": 1.0, "top1": 0.7152, "top1_delta": 0.0, "j_per_image": 0.0115, "j_kind": "net",
+            "j_ratio": 1.0, "is_estimate": False}
+    ratios = {"athe-mini-int8 router": base,
+              "athe-mini-int8 fixed:dense": {**base, "mean_ms": 2101.5, "mean_ratio": 1.52, "top1_delta": 0.004,
+                                             "j_per_image": 0.0201, "j_ratio": 1.75}}
+    text = _render(lambda c: print_compare_table(ratios, c, "Compared with 'athe-mini-int8 router' "
+                                                          "(100 images × 3 repeats, interleaved per image)"), 80)
+    _fits(text)
+    for cell in ("athe-mini-int8 fixed:dense", "1378", "2102", "1.52×", "+0.4 pp", "0.0201", "1.75×",
+                 "net J/img", "100 images × 3 repeats"):
+        assert cell in text, cell
+
+
+def test_energy_table_fits_80_columns_with_a_long_reason() -> None:
+    from athe.pi_runner import report as rp
+
+    energy = {"router": _energy([0.01, 0.011, 0.012]),
+              "fixed:complex": _energy([0.01, 0.011, 0.012], valid=False,
+                                       reason="repeat 1: the meter stopped answering (I2C error 121) after 3.2 s")}
+    text = _render(lambda c: rp.print_energy_table(energy, c), 80)
+    _fits(text)
+    assert "I2C error" in text and "fixed:complex" in text
+
+
+def test_compare_energy_plot_names_the_candidates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from athe.pi_runner import report as rp
+
+    seen = {}
+    monkeypatch.setattr(rp, "save_figure", lambda fig, path: seen.setdefault("fig", fig) and path)
+    rp.plot_energy_per_image({"router": _energy([0.1, 0.11, 0.12]), "fixed:dense": _energy([0.2, 0.21, 0.2])},
+                             tmp_path / "e.png", xlabel="candidate (bundle × policy)")
+    ax = seen["fig"].axes[0]
+    assert ax.get_xlabel() == "candidate (bundle × policy)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["router", "fixed:dense"]
