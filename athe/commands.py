@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
-import time
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from athe.variants import VARIANTS, get_variant
 
 DEMO_VARIANT = "athe-mini"
-#: Photos shipped inside scikit-image's wheel (never CIFAR files).
-DEMO_PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "astronaut.png")
+#: Photos shipped inside scikit-image's wheel (never CIFAR files): what each shows and its
+#: CIFAR-10 class, None when CIFAR-10 has no class for it (every answer is then wrong).
+DEMO_PHOTO_CLASSES: dict[str, tuple[str, str | None]] = {
+    "chelsea.png": ("a cat", "cat"),
+    "coffee.png": ("a cup of coffee", None),
+    "rocket.jpg": ("a rocket", None),
+    "motorcycle_left.png": ("a motorcycle", None),
+    "astronaut.png": ("an astronaut", None),
+}
+DEMO_PHOTOS = tuple(DEMO_PHOTO_CLASSES)
+#: Passes over the sample photos in the adaptive-vs-dense measurement.
+DEMO_LOOPS = 10
+#: What a 32x32 CIFAR-10 classifier can and cannot do (said once, before the answers).
+CIFAR10_SCOPE = (
+    "What this model can recognise: {variant} is a CIFAR-10 classifier. It sees each photo shrunk "
+    "to {size}x{size} pixels and always answers one of {n} classes: {classes}. Anything else (a cup, "
+    "a rocket, a person) still gets one of the {n}, and even in-class photos are hard at "
+    "{size}x{size}{acc}."
+)
 
 
 def _fmt_tokens(tokens: list[int]) -> str:
@@ -78,57 +98,248 @@ def demo_photos() -> list[Path]:
     return [folder / p for p in DEMO_PHOTOS if (folder / p).exists()]
 
 
+def _top_k(logits: Any, labels: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
+    """The ``k`` most probable classes of one logits vector, with softmax probabilities."""
+    import numpy as np
+
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p)[:k]
+    return [(labels[i] if i < len(labels) else str(i), float(p[i])) for i in order]
+
+
+def photo_verdict(top: list[tuple[str, float]], expected: str | None) -> str:
+    """One-line verdict on a sample photo's answer (``expected``: its CIFAR-10 class or None)."""
+    if expected is None:
+        return "no right answer"
+    names = [name for name, _ in top]
+    if names[0] == expected:
+        return "right"
+    if expected in names:
+        return f"wrong: {expected} is its #{names.index(expected) + 1} guess"
+    return f"wrong: {expected} not in its top {len(names)}"
+
+
+def photo_lines(name: str, top: list[tuple[str, float]], level: str) -> list[str]:
+    """Two lines for one sample photo: what it shows (and its class), then top-3 and verdict."""
+    what, expected = DEMO_PHOTO_CLASSES.get(name, ("a photo", None))
+    shows = f"{what}, expected: {expected}" if expected else f"{what}, not a CIFAR-10 class"
+    guesses = ", ".join(f"{label} {p:.0%}" for label, p in top)
+    return [f"  {name}: {shows} -> {photo_verdict(top, expected)}", f"      top-3 {guesses} [{level}]"]
+
+
+def fmt_count(images: int, loops: int, what: str = "images", loop_word: str = "loop") -> str:
+    """``5 photos × 10 loops`` (a count that says what it counts)."""
+    plural = loop_word + ("es" if loop_word.endswith("s") else "s")
+    return f"{images} {what} × {loops} {loop_word if loops == 1 else plural}"
+
+
+def measure_side_by_side(candidates: Sequence[tuple[str, Any]], samples: Sequence[tuple[str, Any, Any]],
+                         loops: int, warmup: int = 3) -> dict[str, dict[str, Any]]:
+    """Every candidate on every sample in turn (the order rotates per sample), ``loops`` times.
+
+    Returns per candidate name: ``ms`` (end-to-end latency per prediction), ``model_ms`` (route
+    + infer: the part the policy decides), ``correct`` (labelled samples only) and ``levels``
+    (predictions per level).
+    """
+    out: dict[str, dict[str, Any]] = {name: {"ms": [], "model_ms": [], "correct": [], "levels": {}}
+                                      for name, _ in candidates}
+    for _, dispatcher in candidates:
+        for i in range(warmup):
+            dispatcher.predict(samples[i % len(samples)][1])
+    n = len(candidates)
+    for loop in range(loops):
+        for i, (_, image, label) in enumerate(samples):
+            k = (i + loop) % n
+            for name, dispatcher in [*candidates[k:], *candidates[:k]]:
+                p = dispatcher.predict(image, label)
+                rec = out[name]
+                rec["ms"].append(p.timings_ms["total"])
+                rec["model_ms"].append(p.timings_ms["route"] + p.timings_ms["infer"])
+                if p.correct is not None:
+                    rec["correct"].append(p.correct)
+                rec["levels"][p.level] = rec["levels"].get(p.level, 0) + 1
+    return out
+
+
+def headline_lines(results: dict[str, dict[str, Any]], adaptive: str, dense: str, count: str,
+                   where: str) -> list[str]:
+    """The adaptive-vs-dense lines: both means, the ratio, both accuracies when labelled."""
+    import numpy as np
+
+    mean = {name: float(np.mean(r["ms"])) for name, r in results.items()}
+    model = {name: float(np.mean(r["model_ms"])) for name, r in results.items()}
+    acc = {name: (float(np.mean(r["correct"])) if r["correct"] else None) for name, r in results.items()}
+    lines = [f"Adaptive vs dense on {count}, interleaved ({where}):"]
+    width = max(len(adaptive), len(dense))
+    for name, role in ((adaptive, "adaptive"), (dense, "dense")):
+        levels = results[name]["levels"]
+        total = sum(levels.values()) or 1
+        served = ", ".join(f"{lv} {c / total:.0%}" for lv, c in sorted(levels.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  {name:<{width}} {role:<8} {mean[name]:6.2f} ms (route+infer {model[name]:5.2f} ms); "
+                     f"{served}")
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b > 0 else "–"
+
+    verdict = (f"  => adaptive takes {ratio(mean[adaptive], mean[dense])} the latency of dense "
+               f"(route+infer: {ratio(model[adaptive], model[dense])})")
+    if acc[adaptive] is not None and acc[dense] is not None:
+        verdict += f" at {acc[adaptive]:.1%} vs {acc[dense]:.1%} top-1"
+    lines.append(verdict)
+    return lines
+
+
+def _scope_lines(bundle: Any, random_weights: bool) -> list[str]:
+    labels = list(bundle.labels)
+    dense = bundle.manifest.levels[-1].val_accuracy if bundle.manifest.levels else None
+    if random_weights:
+        acc = ": these weights are random, so about 10 % (chance) right"
+    elif dense is None:
+        acc = ""
+    else:
+        acc = f": about {dense if dense > 1 else 100 * dense:.0f} % right on CIFAR-10 test images"
+    size = bundle.input.crop_size
+    classes = ", ".join(labels) if len(labels) <= 10 else f"{len(labels)} classes"
+    text = CIFAR10_SCOPE.format(variant=bundle.variant, size=size, n=len(labels), classes=classes, acc=acc)
+    return textwrap.wrap(text, width=80)
+
+
+def _convert_demo_bundle(v: Any, bundle: Path, random: bool, verbose: bool) -> None:
+    if importlib.util.find_spec("litert_torch") is None:
+        raise click.ClickException("converting the demo bundle needs the export stack: pip install 'athe[convert]'")
+    from athe.convert.bundle import ConvertError, ConvertOptions, convert_bundle
+    from athe.quiet import quiet_conversion
+
+    click.echo(f"Converting {v.name} to {bundle} (.tflite, once; about a minute):")
+    log = None
+    try:
+        with quiet_conversion(bundle, verbose=verbose) as log:
+            convert_bundle(ConvertOptions(variant=v.name, out=bundle, formats=("tflite",), parity_samples=4,
+                                          random_weights=random))
+    except ConvertError as exc:
+        kept = f" (converter logs: {log.log_path})" if log is not None and log.log_path else ""
+        raise click.ClickException(f"{exc}{kept}") from None
+    except Exception:
+        if log is not None and log.log_path:
+            click.echo(f"conversion failed; converter logs: {log.log_path}", err=True)
+        raise
+    logs = "shown above (--verbose)" if verbose else f"in {log.log_path}"
+    click.echo(f"  done in {log.seconds:.0f} s; converter logs {logs}")
+
+
+def _demo_data(data: str | None, download: bool, labels: Sequence[str], limit: int) -> Any:
+    """The labelled images of ``--data`` / ``--download`` (None when neither is given)."""
+    if data is None and not download:
+        return None
+    from athe.pi_runner.inputs import InputError, find_cifar, open_inputs
+
+    if download:
+        root = Path(data or "data/cifar10")
+        if find_cifar(root) is None:
+            try:
+                from torchvision.datasets import CIFAR10
+            except ModuleNotFoundError:
+                raise click.ClickException("--download needs torchvision: pip install 'athe[train]'") from None
+            click.echo(f"Downloading the CIFAR-10 test split into {root} ...")
+            try:
+                CIFAR10(str(root), train=False, download=True)
+            except Exception as exc:  # no network, a proxy, a full disk
+                raise click.ClickException(f"could not download CIFAR-10 into {root}: {exc}; "
+                                           "pass --data with a labelled folder or archive instead") from None
+        data = str(root)
+    try:
+        source = open_inputs(data, labels, limit=limit, shuffle=0, split="test")
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not source.labelled:
+        raise click.ClickException(f"--data {data}: {source.describe()}; accuracy needs labels: give an "
+                                   "ImageFolder (class folders), a .tar/.tar.gz of one, or a CIFAR folder")
+    return source
+
+
 @click.group("demo", invoke_without_command=True)
 @click.option("--bundle", "bundle_dir", type=click.Path(), default="bundles/athe-mini-demo", show_default=True,
               help="Where the demo bundle is converted to (reused when present).")
 @click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--data", type=click.Path(), default=None, metavar="PATH",
+              help="Labelled images (ImageFolder, .tar/.tar.gz of one, or a CIFAR folder) to measure both "
+                   "accuracies on; images the model was trained on (cifar10-train) read too high.")
+@click.option("--download", is_flag=True,
+              help="Download the CIFAR-10 test split (into --data, default data/cifar10) and use it.")
+@click.option("--limit", type=click.IntRange(min=1), default=500, show_default=True,
+              help="With --data: use at most this many images (seeded order).")
+@click.option("--verbose", is_flag=True, help="Show the converter's and LiteRT's own logs live.")
 @click.pass_context
-def demo(ctx: click.Context, bundle_dir: str, threads: int) -> None:
-    """Build the default variant, convert its bundle, dispatch sample photos, print latency."""
+def demo(ctx: click.Context, bundle_dir: str, threads: int, data: str | None, download: bool, limit: int,
+         verbose: bool) -> None:
+    """Convert the default variant once, classify sample photos, measure adaptive vs dense."""
     if ctx.invoked_subcommand is not None:
         return
-    print_levels(DEMO_VARIANT)
+    from athe.quiet import dropping
+
     v = get_variant(DEMO_VARIANT)
     ckpt = v.default_checkpoint_path()
-    if ckpt is None or not ckpt.exists():
-        click.echo(f"No trained checkpoint for {v.name} is shipped yet; converting with random weights "
-                   "(latency only, labels meaningless).")
+    random = ckpt is None or not ckpt.exists()
+    rows = level_table(v.name)
+    click.echo(f"{v.name} MACs vs dense: " + ", ".join(f"{r['level']} {r['macs_vs_dense']:.2f}x" for r in rows)
+               + "; athe variants")
+    if random:
+        click.echo("  RANDOM WEIGHTS: no trained checkpoint is shipped; latency is real, answers are not")
     bundle = Path(bundle_dir)
     if not (bundle / "manifest.json").exists():
-        if importlib.util.find_spec("litert_torch") is None:
-            raise click.ClickException("converting the demo bundle needs the export stack: pip install 'athe[convert]'")
-        from athe.convert.bundle import ConvertOptions, convert_bundle
-
-        click.echo(f"Converting {v.name} to {bundle} (.tflite, once; about a minute) ...")
-        t0 = time.time()
-        convert_bundle(ConvertOptions(variant=v.name, out=bundle, formats=("tflite",), parity_samples=4,
-                                      random_weights=ckpt is None or not ckpt.exists()))
-        click.echo(f"  done in {time.time() - t0:.0f} s")
+        _convert_demo_bundle(v, bundle, random, verbose)
     photos = demo_photos()
     if not photos:
         raise click.ClickException("no demo photos: pip install scikit-image (its wheel ships them)")
-    from athe.runtime.bundle import Bundle
-    from athe.runtime.dispatcher import Dispatcher
+    from athe.runtime.bundle import Bundle, BundleError
+    from athe.runtime.dispatcher import Dispatcher, DispatchError
 
-    b = Bundle.open(bundle)
-    disp = Dispatcher(b, backend="litert", threads=threads, policy="router" if b.router else f"fixed:{b.level_names[-1]}")
-    click.echo(f"\nDispatching {len(photos)} photos (LiteRT, {threads} threads); note these are photos "
-               f"of the real world, downscaled to {b.input.crop_size}x{b.input.crop_size} for a CIFAR-10 model:")
-    rows = []
+    quiet = contextlib.nullcontext() if verbose else dropping()
+    try:
+        with quiet:
+            b = Bundle.open(bundle, formats=["tflite"])
+            dense_policy = f"fixed:{b.level_names[-1]}"
+            try:
+                adaptive = Dispatcher(b, backend="litert", threads=threads)  # the bundle's default policy
+            except DispatchError:
+                adaptive = None
+            dense = Dispatcher(b, backend="litert", threads=threads, policy=dense_policy)
+    except BundleError as exc:
+        raise click.ClickException(f"{exc}; remove {bundle} to convert the demo bundle again") from None
+    random = random or bool(b.manifest.random_weights)
+    source = _demo_data(data, download, b.labels, limit)
+    click.echo("")
+    for line in _scope_lines(b, random):
+        click.echo(line)
+    main = adaptive or dense
+    where = f"LiteRT, {threads} thread{'s' if threads != 1 else ''}"
+    click.echo(f"\nSample photos (scikit-image), policy {main.policy.text}, {where}:")
     for _ in range(3):  # warm-up
-        disp.predict(photos[0])
+        main.predict(photos[0])
     for p in photos:
-        pred = disp.predict(p)
-        rows.append(pred)
-        t = pred.timings_ms
-        click.echo(f"  {p.name:22s} -> {pred.label_name:10s} p={pred.probability:.2f} level={pred.level:8s} "
-                   f"route {t.get('route', 0):.2f} ms  infer {t['infer']:.2f} ms  total {t['total']:.2f} ms")
-    from athe.runtime.benchmark import run_benchmark
-
-    result = run_benchmark(b, backend="litert", threads=threads, images=photos, count=50, warmup=5)
-    click.echo("\n" + result.format())
-    click.echo("\nNot in the demo: energy (see 'athe run --energy'), eval tables ('athe eval'). "
-               f"The phone demo: 'athe demo serve --bundle {bundle}' (see README, 'Phone demo').")
+        pred = main.predict(p)
+        for line in photo_lines(p.name, _top_k(pred.logits, b.labels), pred.level):
+            click.echo(line)
+    if adaptive is None:
+        click.echo(f"\nThis bundle has no adaptive policy (no router, no exits): only {dense_policy} runs.")
+    else:
+        names = (adaptive.policy.text, dense.policy.text)
+        if source is not None:
+            samples, loops = source.samples, 1
+            count = fmt_count(len(samples), 1, "labelled images", "pass")
+        else:
+            samples, loops = [(p.name, p.read_bytes(), None) for p in photos], DEMO_LOOPS
+            count = fmt_count(len(samples), loops, "photos")
+        results = measure_side_by_side([(names[0], adaptive), (names[1], dense)], samples, loops)
+        click.echo("")
+        for line in headline_lines(results, names[0], names[1], count, where):
+            click.echo(line)
+        if source is None:
+            click.echo("  accuracies: pass --data PATH (labelled images) or --download to measure both")
+    click.echo(f"\nNext: athe run {bundle} --input PATH  (measure on a device)")
+    click.echo(f"      athe demo serve --bundle {bundle}  (the phone demo)")
 
 
 @demo.command("serve")

@@ -267,3 +267,82 @@ def test_compare_energy_plot_names_the_candidates(tmp_path: Path, monkeypatch: p
     ax = seen["fig"].axes[0]
     assert ax.get_xlabel() == "candidate (bundle × policy)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["router", "fixed:dense"]
+
+
+# -- athe demo -----------------------------------------------------------------------------------
+def test_demo_photo_answers_and_verdicts() -> None:
+    from athe.commands import DEMO_PHOTO_CLASSES, fmt_count, photo_lines, photo_verdict
+
+    assert DEMO_PHOTO_CLASSES["chelsea.png"] == ("a cat", "cat")
+    assert all(expected is None for name, (_, expected) in DEMO_PHOTO_CLASSES.items() if name != "chelsea.png")
+    top = [("frog", 0.58), ("deer", 0.14), ("cat", 0.09)]
+    assert photo_verdict(top, "cat") == "wrong: cat is its #3 guess"
+    assert photo_verdict([("cat", 0.6), ("dog", 0.2), ("frog", 0.1)], "cat") == "right"
+    assert photo_verdict([("dog", 0.6), ("frog", 0.2), ("deer", 0.1)], "cat") == "wrong: cat not in its top 3"
+    assert photo_verdict(top, None) == "no right answer"
+    assert photo_lines("chelsea.png", top, "complex") == [
+        "  chelsea.png: a cat, expected: cat -> wrong: cat is its #3 guess",
+        "      top-3 frog 58%, deer 14%, cat 9% [complex]"]
+    assert photo_lines("coffee.png", top, "simple")[0] == (
+        "  coffee.png: a cup of coffee, not a CIFAR-10 class -> no right answer")
+    assert fmt_count(5, 10, "photos") == "5 photos × 10 loops"
+    assert fmt_count(100, 3, "images", "repeat") == "100 images × 3 repeats"
+    assert fmt_count(200, 1, "labelled images", "pass") == "200 labelled images × 1 pass"
+
+
+def test_demo_headline_is_a_ratio_of_dense_with_both_accuracies() -> None:
+    from athe.commands import headline_lines
+
+    results = {
+        "exit": {"ms": [2.0, 2.0], "model_ms": [1.0, 1.0], "correct": [True, False], "levels": {"s1": 2}},
+        "fixed:dense": {"ms": [4.0, 4.0], "model_ms": [3.0, 3.0], "correct": [True, True], "levels": {"dense": 2}},
+    }
+    lines = headline_lines(results, "exit", "fixed:dense", "5 photos × 10 loops", "LiteRT, 2 threads")
+    assert lines[0] == "Adaptive vs dense on 5 photos × 10 loops, interleaved (LiteRT, 2 threads):"
+    assert "adaptive" in lines[1] and "2.00 ms" in lines[1] and "s1 100%" in lines[1]
+    assert lines[-1] == ("  => adaptive takes 0.50x the latency of dense (route+infer: 0.33x) "
+                         "at 50.0% vs 100.0% top-1")
+    results["exit"]["correct"] = results["fixed:dense"]["correct"] = []
+    assert headline_lines(results, "exit", "fixed:dense", "x", "y")[-1].endswith("(route+infer: 0.33x)")
+
+
+@pytest.fixture(scope="module")
+def demo_bundle(request: pytest.FixtureRequest) -> Path:
+    pytest.importorskip("ai_edge_litert")
+    dev = os.environ.get("ATHE_PI_TEST_BUNDLE")
+    return Path(dev) if dev else request.getfixturevalue("converted_bundle")
+
+
+@pytest.mark.slow
+def test_demo_on_a_bundle_fits_40_lines(demo_bundle: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from athe.cli import cli
+    from athe.commands import demo_photos
+
+    if len(demo_photos()) < 5:
+        pytest.skip("scikit-image's sample photos are missing (pip install scikit-image)")
+    result = CliRunner().invoke(cli, ["demo", "--bundle", str(demo_bundle), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "chelsea.png: a cat, expected: cat -> " in out and out.count("top-3 ") == 5
+    assert "coffee.png: a cup of coffee, not a CIFAR-10 class -> no right answer" in out
+    assert "always answers one of 10 classes" in out
+    assert "Adaptive vs dense on 5 photos × 10 loops, interleaved" in out
+    assert "the latency of dense" in out and "--data PATH" in out
+    assert "INFO: Created TensorFlow Lite" not in out
+    # a fresh clone also prints the conversion: a header, one line per artifact, "done"
+    artifacts = len(list(demo_bundle.glob("*.tflite")))
+    assert len(out.splitlines()) + artifacts + 2 <= 40, out
+    for line in out.splitlines():
+        assert len(line) <= 80, line
+    data = tmp_path / "data"
+    for name in ("cat", "dog"):
+        (data / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (60 * i, 100 if name == "cat" else 10, 30)).save(data / name / f"{i}.png")
+    result = CliRunner().invoke(cli, ["demo", "--bundle", str(demo_bundle), "--threads", "1", "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "Adaptive vs dense on 6 labelled images × 1 pass" in result.output
+    assert "% top-1" in result.output.splitlines()[-4]
