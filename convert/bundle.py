@@ -1,10 +1,19 @@
-"""Write a verified bundle: every level and the router as fixed-shape artifacts + ``manifest.json``.
+"""Write a verified bundle: every level, every stage and the router as fixed-shape artifacts +
+``manifest.json``.
 
 Each artifact is converted from its export form, run through the runtime backend that will
 serve it on sample inputs (real images when data is given, else seeded random) and compared
 with the PyTorch export form; the max |logit diff| and top-1 agreement go into the manifest,
 and fp32 conversion fails above ``PARITY_TOLERANCE`` naming the artifact. ``.pte`` files get a
 delegation report; an fp32 op outside XNNPACK other than token selection fails the conversion.
+
+Stages (variants with an exit chain) are checked twice: each stage artifact alone against its
+export form, fed the PyTorch chain's own inputs (``max_abs_diff`` over all its outputs), and the
+whole chain of artifacts of one format, each fed by the previous artifact, against
+``AtheViT.forward_exits`` (``chain_max_abs_diff`` of each exit's logits). Exit gates and
+thresholds come from the checkpoint; without trained exits or gates every gate is
+``max_softmax`` at threshold 1.0 (never exit early) and the calibration says
+``exits_calibrated: false``.
 The bundle is built in a temporary folder beside ``out`` and renamed into place only when
 complete, so a failed or interrupted conversion never leaves a half bundle that looks valid.
 
@@ -35,15 +44,17 @@ import torch
 
 from athe import __version__
 from athe.convert.executorch import to_pte
-from athe.convert.export_form import EXPORT_FORMS, LevelExport
+from athe.convert.export_form import EXPORT_FORMS, STAGE_FORMS, LevelExport, StageExport
 from athe.convert.litert import to_tflite
 from athe.runtime.backends import BACKEND_FORMATS, load_backend
 from athe.runtime.manifest import (
     SCHEMA_VERSION,
+    GateSpec,
     InputSpec,
     LevelSpec,
     Manifest,
     RouterSpec,
+    StageSpec,
     artifact_for_file,
     sha256_file,
 )
@@ -101,6 +112,9 @@ class LoadedWeights:
     classes: list[str]
     calibration: dict | None
     checkpoint: dict[str, Any]
+    #: exit gates ``{stage: GateSpec fields}`` and thresholds ``{stage: float}`` from the checkpoint
+    gates: dict[str, dict] | None = None
+    exit_thresholds: dict[str, float] | None = None
 
 
 def resolve_weights(variant: Variant, checkpoint: str | Path | None, random_weights: bool,
@@ -141,11 +155,13 @@ def resolve_weights(variant: Variant, checkpoint: str | Path | None, random_weig
     else:
         router = None
     classes = blob.get("classes") if isinstance(blob, dict) else None
+    meta = blob if isinstance(blob, dict) else {}
     return LoadedWeights(
         model, router, ths, list(classes or variant.labels or _numbered(variant)),
-        blob.get("calibration") if isinstance(blob, dict) else None,
+        meta.get("calibration"),
         {"path": str(path), "sha256": sha256_file(path), "random_weights": False,
-         "card": blob.get("card") if isinstance(blob, dict) else None},
+         "card": meta.get("card")},
+        gates=meta.get("gates"), exit_thresholds=meta.get("exit_thresholds"),
     )
 
 
@@ -181,24 +197,46 @@ def sample_inputs(variant: Variant, data: str | Path | None, n: int, seed: int, 
             [t.contiguous() for t in cal])
 
 
-def _compare(model_fn: Callable[[np.ndarray], np.ndarray], reference: torch.nn.Module,
-             inputs: list[torch.Tensor], labels: np.ndarray | None = None) -> dict[str, Any]:
-    """Max |diff| and top-1 agreement of an artifact vs its PyTorch form; with class ``labels``
-    also both top-1s (%) on those images."""
-    diffs, agree, ref_pred, got_pred = [], 0, [], []
+def _outputs(out: Any) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _top1s(ref_pred: list[np.ndarray], got_pred: list[np.ndarray], labels: np.ndarray) -> dict[str, float]:
+    out = {}
+    for key, pred in (("top1_fp32_pytorch", ref_pred), ("top1_artifact", got_pred)):
+        pred = np.concatenate(pred)
+        out[key] = round(100.0 * float((pred == labels[: len(pred)]).mean()), 2)
+    return out
+
+
+def _compare(model_fn: Callable[[list[np.ndarray]], list[np.ndarray]], reference: torch.nn.Module,
+             inputs: list[tuple[torch.Tensor, ...]], labels: np.ndarray | None = None,
+             output_names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Max |diff| (over every output) and top-1 agreement (of the ``logits`` output, else the
+    first) of an artifact vs its PyTorch form; with class ``labels`` also both top-1s (%) on
+    those images. With ``output_names`` also the max |diff| of each output by name."""
+    names = output_names or ("logits",)
+    at = names.index("logits") if "logits" in names else 0
+    diffs, per, agree, ref_pred, got_pred = [], {n: 0.0 for n in names}, 0, [], []
     with torch.no_grad():
-        for x in inputs:
-            ref = reference(x).numpy()
-            got = model_fn(x.numpy())
-            diffs.append(float(np.abs(got - ref).max()))
-            agree += int((got.argmax(-1) == ref.argmax(-1)).all())
-            ref_pred.append(ref.argmax(-1))
-            got_pred.append(got.argmax(-1))
+        for args in inputs:
+            ref = [t.numpy() for t in _outputs(reference(*args))]
+            got = model_fn([t.numpy() for t in args])
+            if len(got) != len(ref) or any(g.shape != r.shape for g, r in zip(got, ref, strict=False)):
+                raise ConvertError(f"the artifact gives outputs {[g.shape for g in got]}, its PyTorch form "
+                                   f"{[r.shape for r in ref]}")
+            d = [float(np.abs(g - r).max()) for g, r in zip(got, ref, strict=True)]
+            diffs.append(max(d))
+            for n, v in zip(names, d, strict=False):
+                per[n] = max(per[n], v)
+            agree += int((got[at].argmax(-1) == ref[at].argmax(-1)).all())
+            ref_pred.append(ref[at].argmax(-1))
+            got_pred.append(got[at].argmax(-1))
     out: dict[str, Any] = {"max_abs_diff": max(diffs), "top1_agreement": agree / len(inputs), "samples": len(inputs)}
+    if output_names is not None and len(output_names) > 1:
+        out["max_abs_diff_per_output"] = per
     if labels is not None:
-        for key, pred in (("top1_fp32_pytorch", ref_pred), ("top1_artifact", got_pred)):
-            pred = np.concatenate(pred)
-            out[key] = round(100.0 * float((pred == labels[: len(pred)]).mean()), 2)
+        out.update(_top1s(ref_pred, got_pred, labels))
     return out
 
 
@@ -237,14 +275,18 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def convert_artifact(owner: str, module: torch.nn.Module, fmt: str, folder: Path, opts: ConvertOptions,
-                     inputs: list[torch.Tensor], calibration: list[tuple[torch.Tensor, ...]] | None,
+                     inputs: list[torch.Tensor] | list[tuple[torch.Tensor, ...]],
+                     calibration: list[tuple[torch.Tensor, ...]] | None,
                      variant: Variant, labels: np.ndarray | None = None) -> Any:
     """Convert one artifact, check parity (and delegation), return its manifest entry.
 
-    ``labels``: class labels of ``inputs`` (levels only), to record both top-1s in the parity."""
+    ``inputs``: one tensor per sample, or (multi-input stages) one tuple of tensors per sample
+    in the form's input order. ``labels``: class labels of ``inputs`` (levels and stages), to
+    record both top-1s in the parity."""
     name = f"{owner}.{fmt}"
     path = folder / name
-    example = (inputs[0],)
+    inputs = [x if isinstance(x, tuple) else (x,) for x in inputs]
+    example = inputs[0]
     t0 = time.time()
     try:
         report = CONVERTERS[fmt](module, example, path, quantize=opts.quantize, calibration=calibration)
@@ -256,7 +298,10 @@ def convert_artifact(owner: str, module: torch.nn.Module, fmt: str, folder: Path
     delegation = dict(report) if fmt == "pte" else None
     backend = load_backend(BACKEND_FOR_FORMAT[fmt], threads=1)
     loaded = backend.load(path)
-    parity = _compare(loaded.run, module, inputs, labels)
+    try:
+        parity = _compare(loaded.run_many, module, inputs, labels, getattr(module, "outputs", None))
+    except ConvertError as exc:
+        raise ConvertError(f"{variant.name}: {name}: {exc}; the artifact is not written") from None
     parity["inputs"] = "real" if opts.data is not None else "random"
     parity["convert_seconds"] = round(seconds, 1)
     precision = "fp32" if opts.quantize == "none" else opts.quantize
@@ -317,6 +362,10 @@ def convert_bundle(opts: ConvertOptions) -> Path:
                 name=lv.name, keep=lv.keep, heads=lv.heads or variant.backbone.num_heads, fuse=lv.fuse,
                 tokens_per_block=tuple(variant.tokens_per_block(lv)), macs=variant.macs(lv),
                 files=files, val_accuracy=cal_acc))
+        stages, exits_calibrated = (), None
+        if variant.stages:
+            stages, exits_calibrated = convert_stages(weights, variant, tmp, opts, inputs, labels,
+                                                      cal if static else None)
         router_spec = None
         if weights.router is not None and variant.router is not None:
             rform = RouterExport(weights.router)
@@ -344,8 +393,11 @@ def convert_bundle(opts: ConvertOptions) -> Path:
                             crop_size=pre.crop_size, interpolation=pre.interpolation, mean=pre.mean,
                             std=pre.std, batch_size=opts.batch_size),
             labels=tuple(weights.classes), levels=tuple(levels), router=router_spec,
-            calibration=weights.calibration,
+            calibration=weights.calibration, stages=stages,
         )
+        if exits_calibrated is not None:
+            manifest = dataclasses.replace(
+                manifest, calibration={**(weights.calibration or {}), "exits_calibrated": exits_calibrated})
         Manifest.from_dict(json.loads(manifest.dumps()))  # round-trip through the reader
         (tmp / "manifest.json").write_text(manifest.dumps())
         _install(tmp, out, opts.force)
@@ -353,6 +405,151 @@ def convert_bundle(opts: ConvertOptions) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def stage_file(name: str) -> str:
+    """The file stem of stage ``name``'s artifacts (``stage-s1.tflite``)."""
+    return f"stage-{name}"
+
+
+def chain_inputs(model: torch.nn.Module, images: list[torch.Tensor]) -> list[list[tuple[torch.Tensor, ...]]]:
+    """Per stage, per image: the stage's inputs (its ``stage_io`` order) as the PyTorch chain
+    (``AtheViT.forward_stage``) computes them."""
+    from athe.convert.export_form import stage_io
+
+    k = len(model.stages)
+    names = [stage_io(model, i)[0] for i in range(k)]
+    out: list[list[tuple[torch.Tensor, ...]]] = [[] for _ in range(k)]
+    with torch.no_grad():
+        for x in images:
+            tokens, scores = x, None
+            for i in range(k):
+                feed = {"image": x, "tokens": tokens, "scores": scores}
+                out[i].append(tuple(feed[n] for n in names[i]))
+                tokens, _, scores = model.forward_stage(i, tokens, scores)
+    return out
+
+
+def chain_parity(loaded: list[Any], ios: list[tuple[tuple[str, ...], tuple[str, ...]]],
+                 model: torch.nn.Module, images: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """The whole chain of stage artifacts of one format, each fed the previous one's outputs, vs
+    ``AtheViT.forward_exits``: per exit ``chain_max_abs_diff`` and ``chain_top1_agreement`` of
+    its logits."""
+    k = len(loaded)
+    diffs, agree = [0.0] * k, [0] * k
+    with torch.no_grad():
+        for x in images:
+            ref = [t.numpy() for t in model.forward_exits(x)]
+            feed: dict[str, np.ndarray] = {"image": x.numpy()}
+            for i, (m, (ins, outs)) in enumerate(zip(loaded, ios, strict=True)):
+                feed = dict(zip(outs, m.run_many([feed[n] for n in ins]), strict=True))
+                diffs[i] = max(diffs[i], float(np.abs(feed["logits"] - ref[i]).max()))
+                agree[i] += int((feed["logits"].argmax(-1) == ref[i].argmax(-1)).all())
+    return [{"chain_max_abs_diff": diffs[i], "chain_top1_agreement": agree[i] / len(images)}
+            for i in range(k)]
+
+
+def exit_gates(weights: LoadedWeights, variant: Variant
+               ) -> tuple[dict[str, GateSpec], dict[str, float], bool, str]:
+    """``(gates, thresholds, calibrated, why)`` for every stage but the last.
+
+    From the checkpoint's ``gates`` / ``exit_thresholds`` when its exits were trained; else
+    (no checkpoint, weights from before the exits, no gates) ``max_softmax`` at 1.0 everywhere:
+    the chain then never exits early, and ``why`` says so.
+    """
+    names = variant.stage_names[:-1]
+    why = ""
+    if weights.checkpoint.get("random_weights"):
+        why = "random weights"
+    elif not getattr(weights.model, "exits_trained", True):
+        why = "the checkpoint has no trained exit heads"
+    elif not weights.gates or not weights.exit_thresholds:
+        why = "the checkpoint has no exit gates (run 'athe train router' on a run with stages)"
+    if why:
+        return ({n: GateSpec(kind="max_softmax") for n in names}, {n: 1.0 for n in names}, False, why)
+    missing = [n for n in names if n not in weights.gates or n not in weights.exit_thresholds]
+    if missing:
+        raise ConvertError(f"{variant.name}: the checkpoint's exit gates/thresholds lack stage(s) {missing} "
+                           f"(it has gates {sorted(weights.gates)}, thresholds "
+                           f"{sorted(weights.exit_thresholds)}); it was made for other stages: retrain the gates")
+    gates = {}
+    for n in names:
+        g = dict(weights.gates[n])
+        for key in ("features", "mean", "std", "weights"):
+            if key in g:
+                g[key] = tuple(g[key])
+        try:
+            gates[n] = GateSpec(**g)
+        except TypeError as exc:
+            raise ConvertError(f"{variant.name}: the checkpoint's gate for stage {n!r} is malformed ({exc})") from None
+    return gates, {n: float(weights.exit_thresholds[n]) for n in names}, True, ""
+
+
+def convert_stages(weights: LoadedWeights, variant: Variant, folder: Path, opts: ConvertOptions,
+                   images: list[torch.Tensor], labels: np.ndarray | None,
+                   calibration_images: list[torch.Tensor] | None) -> tuple[tuple[StageSpec, ...], bool]:
+    """Convert every stage in every format, check each stage and each format's whole chain;
+    returns the ``StageSpec``s and whether the exits are calibrated."""
+    model = weights.model
+    gates, thresholds, calibrated, why = exit_gates(weights, variant)
+    if not calibrated:
+        _logger.warning("%s: exits not calibrated (%s): every exit gate is max_softmax at threshold 1.0, "
+                        "so the chain never exits early; calibration records exits_calibrated: false",
+                        variant.name, why)
+    per_stage = chain_inputs(model, images)
+    per_stage_cal = chain_inputs(model, calibration_images) if calibration_images else None
+    ios = []
+    specs_files: list[dict[str, Any]] = []
+    precision = "fp32" if opts.quantize == "none" else opts.quantize
+    for i, st in enumerate(variant.stages):
+        files: dict[str, Any] = {}
+        io = None
+        for fmt in opts.formats:
+            form_name = opts.forms.get(fmt, "rewrite")
+            form = STAGE_FORMS[form_name](model, i, batch_size=opts.batch_size)
+            io = io or (form.inputs, form.outputs)
+            assert (form.inputs, form.outputs) == io
+            cal = per_stage_cal[i] if per_stage_cal else None
+            files[fmt] = convert_artifact(stage_file(st.name), form, fmt, folder, opts, per_stage[i], cal,
+                                          variant, labels)
+            files[fmt].parity["export_form"] = form_name
+        assert io is not None
+        if opts.quantize == "int8-static" and labels is not None:
+            _check_static_drop(files, variant, stage_file(st.name))
+        if opts.write_reference:
+            form = StageExport(model, i, batch_size=opts.batch_size)
+            ref = f"{stage_file(st.name)}.pt2"
+            torch.export.save(torch.export.export(form, per_stage[i][0]), str(folder / ref))
+            files["pt2"] = artifact_for_file(folder, ref, precision="fp32")
+        ios.append(io)
+        specs_files.append(files)
+    for fmt in (*opts.formats, *(("pt2",) if opts.write_reference else ())):
+        backend = load_backend(BACKEND_FOR_FORMAT.get(fmt, "torch"), threads=1)
+        loaded = [backend.load(folder / files[fmt].path) for files in specs_files]
+        chain = chain_parity(loaded, ios, model, images)
+        for files, rec in zip(specs_files, chain, strict=True):
+            files[fmt].parity.update(rec)
+        worst = max(r["chain_max_abs_diff"] for r in chain)
+        _logger.info("stage chain .%s: max|diff| per exit %s vs PyTorch", fmt,
+                     ", ".join(f"{r['chain_max_abs_diff']:.2e}" for r in chain))
+        fp32 = precision == "fp32" or fmt == "pt2"
+        if fp32 and worst > PARITY_TOLERANCE:
+            bad = [variant.stages[j].name for j, r in enumerate(chain) if r["chain_max_abs_diff"] > PARITY_TOLERANCE]
+            raise ConvertError(f"{variant.name}: the .{fmt} stage chain differs from PyTorch by {worst:.2e} at "
+                               f"exit(s) {bad} (tolerance {PARITY_TOLERANCE:.0e}); the bundle is not written")
+    tokens, macs = variant.stage_tokens(), variant.stage_macs()
+    exit_acc = ((weights.calibration or {}).get("exits") or {}).get("exit_accuracy_test") or {}
+    last = len(variant.stages) - 1
+    specs = tuple(
+        StageSpec(name=st.name, blocks=tuple(st.blocks), keep=float(st.keep), fuse=bool(st.fuse),
+                  heads=st.heads or variant.backbone.num_heads, tokens=tokens[i], macs=macs[i],
+                  inputs=ios[i][0], outputs=ios[i][1],
+                  token_selection="in-graph" if model.stage_keep(i) is not None else "none",
+                  files=specs_files[i], gate=gates.get(st.name) if i < last else None,
+                  threshold=thresholds.get(st.name) if i < last else None,
+                  val_accuracy=exit_acc.get(st.name))
+        for i, st in enumerate(variant.stages))
+    return specs, calibrated
 
 
 def _check_static_drop(files: dict[str, Any], variant: Variant, level: str) -> None:

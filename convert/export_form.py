@@ -1,27 +1,38 @@
-"""Export forms: one plain ``nn.Module`` per level, with static shapes and no data-dependent branching.
+"""Export forms: plain ``nn.Module``s with static shapes and no data-dependent branching.
 
-Each export form computes exactly what ``AtheViT.forward_level`` computes for its level (tested
-to 1e-5), rewritten so mobile delegates take the whole graph (the reasons are in
-``athe.convert.backend_quirks``):
+One form per level (``LevelExport`` / ``PlainLevel``: image -> logits) and one per stage of the
+exit chain (``StageExport`` / ``PlainStage``: image or tokens -> tokens, scores, logits). Each
+computes exactly what ``AtheViT.forward_level`` / ``AtheViT.forward_stage`` computes (tested to
+1e-5). The ``rewrite`` forms (``LevelExport``, ``StageExport``) are rewritten so XNNPACK takes
+the whole graph (the reasons are in ``athe.convert.backend_quirks``):
 
-* weights are sliced per level at construction (only the level's heads exist in the graph);
+* weights are sliced per level / stage at construction (only its heads exist in the graph);
 * attention is 3-D ``bmm`` per head on slices of one q/k/v projection (no 4-D matmul, no unbind);
 * the CLS attention row used for token ranking is recomputed on its own, ``softmax(q_cls Kᵀ)``;
 * LayerNorm is written with mean/var; the conv stem's BatchNorm is folded into its convs;
 * token keeping is ``topk`` + ``gather`` with a fixed k.
 
-Every export form states its example input (``get_example_inputs``), as ExecuTorch's
-``model_base.py`` does, so conversion never special-cases a model.
+The ``plain`` forms (``PlainLevel``, ``PlainStage``) run the training forward as written; LiteRT
+fuses its ops itself and runs them faster.
+
+Every export form states its example inputs (``get_example_inputs``), as ExecuTorch's
+``model_base.py`` does, so conversion never special-cases a model; a stage form also names its
+inputs and outputs (``inputs`` / ``outputs``, from ``athe.runtime.manifest.STAGE_IO``) in its
+tensor order.
 
 Example::
 
     >>> import torch
     >>> from athe.variants import get_variant
     >>> from athe.training.model import build_model
-    >>> from athe.convert.export_form import LevelExport
+    >>> from athe.convert.export_form import LevelExport, StageExport
     >>> v = get_variant("athe-mini")
-    >>> form = LevelExport(build_model(v).eval(), v.level("simple"))
+    >>> model = build_model(v).eval()
+    >>> form = LevelExport(model, v.level("simple"))
     >>> ep = torch.export.export(form, form.get_example_inputs())
+    >>> s1 = StageExport(model, 0)
+    >>> s1.inputs, s1.outputs
+    (('image',), ('tokens', 'logits'))
 """
 
 from __future__ import annotations
@@ -82,62 +93,22 @@ def export_stem(patch_embed: nn.Module) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class BlockExport(nn.Module):
-    """One transformer block of one level: ``[B, N, D] -> [B, N', D]``."""
+class TokenSelect(nn.Module):
+    """Keep CLS + the ``k`` top-scoring tokens (``select_tokens``), fused sums as ``bmm``/``linear``.
 
-    def __init__(self, block: nn.Module, heads: int, keep_k: int | None, fuse: bool,
-                 tokens_in: int) -> None:
+    ``[B, 1 + n, D]`` tokens and ``[B, n]`` scores -> ``[B, 1 + k (+1 if fuse), D]``.
+    """
+
+    def __init__(self, n: int, k: int, fuse: bool) -> None:
         super().__init__()
         # Score sums as linear layers with constant all-ones weights (delegated as fully
         # connected), not sum.dim or an mm against a sliced buffer (both stay on portable).
-        self.register_buffer("ones_all", torch.ones(1, tokens_in - 1))
-        self.register_buffer("ones_kept", torch.ones(1, keep_k or 1))
-        attn = block.attn
-        hd, inner, dim = attn.head_dim, attn.attn_dim, block.norm1.weight.shape[0]
-        self.heads, self.head_dim, self.scale = heads, hd, attn.head_dim ** -0.5
-        self.keep_k, self.fuse = keep_k, fuse
-        self.norm1 = MeanVarLayerNorm(block.norm1)
-        self.norm2 = MeanVarLayerNorm(block.norm2)
-        w, b = attn.qkv.weight.detach(), attn.qkv.bias.detach()
-        rows = torch.cat([torch.arange(j * inner, j * inner + heads * hd) for j in range(3)])
-        self.qkv = nn.Linear(dim, 3 * heads * hd)
-        self.qkv.weight.data.copy_(w[rows])
-        self.qkv.bias.data.copy_(b[rows])
-        self.proj = nn.Linear(heads * hd, dim)
-        self.proj.weight.data.copy_(attn.proj.weight.detach()[:, : heads * hd])
-        self.proj.bias.data.copy_(attn.proj.bias.detach())
-        self.mlp = copy.deepcopy(block.mlp)
-        self.ls1 = copy.deepcopy(block.ls1)
-        self.ls2 = copy.deepcopy(block.ls2)
+        self.register_buffer("ones_all", torch.ones(1, n))
+        self.register_buffer("ones_kept", torch.ones(1, k))
+        self.k, self.fuse = k, fuse
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, hd = self.heads, self.head_dim
-        qkv = self.qkv(self.norm1(x))  # [B, N, 3*h*hd]
-        inner = h * hd
-        outs, cls_rows = [], []
-        for i in range(h):
-            q = qkv[:, :, i * hd:(i + 1) * hd] * self.scale  # [B, N, hd]
-            k = qkv[:, :, inner + i * hd: inner + (i + 1) * hd]
-            v = qkv[:, :, 2 * inner + i * hd: 2 * inner + (i + 1) * hd]
-            kt = k.transpose(1, 2)  # [B, hd, N]
-            attn = torch.softmax(torch.bmm(q, kt), dim=-1)  # [B, N, N]
-            outs.append(torch.bmm(attn, v))
-            if self.keep_k is not None:
-                cls_rows.append(torch.softmax(torch.bmm(q[:, :1], kt), dim=-1))  # [B, 1, N]
-        out = outs[0] if h == 1 else torch.cat(outs, dim=-1)
-        x = x + self.ls1(self.proj(out))
-        if self.keep_k is not None:
-            row = cls_rows[0]
-            for extra in cls_rows[1:]:
-                row = row + extra
-            B, _, N = row.shape
-            scores = (row[:, :, 1:] / h).reshape(B, N - 1)  # slice + reshape: no select_copy
-            x = self._select(x, scores)
-        return x + self.ls2(self.mlp(self.norm2(x)))
-
-    def _select(self, x: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        k = self.keep_k
-        assert k is not None
+    def forward(self, x: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        k = self.k
         B, _, D = x.shape
         cls_tok, patches = x[:, :1], x[:, 1:]
         idx = torch.topk(scores, k, dim=1).indices
@@ -152,6 +123,70 @@ class BlockExport(nn.Module):
         den = F.linear(scores, self.ones_all) - F.linear(kept_w, self.ones_kept)  # [B, 1]
         fused = num / torch.clamp(den, min=1e-6).reshape(B, 1, 1)
         return torch.cat([cls_tok, kept, fused], dim=1)
+
+
+class BlockExport(nn.Module):
+    """One transformer block of one level or stage: ``[B, N, D] -> [B, N', D]``.
+
+    ``keep_k``: select tokens between attention and MLP (a level's keep point).
+    ``emit_scores``: also return the CLS attention ``[B, N - 1]`` (the last block of a stage
+    whose successor keeps tokens); the forward then returns ``(tokens, scores)``.
+    """
+
+    def __init__(self, block: nn.Module, heads: int, keep_k: int | None, fuse: bool,
+                 tokens_in: int, emit_scores: bool = False) -> None:
+        super().__init__()
+        attn = block.attn
+        hd, inner, dim = attn.head_dim, attn.attn_dim, block.norm1.weight.shape[0]
+        self.heads, self.head_dim, self.scale = heads, hd, attn.head_dim ** -0.5
+        self.keep_k, self.emit_scores = keep_k, emit_scores
+        self.select = TokenSelect(tokens_in - 1, keep_k, fuse) if keep_k is not None else None
+        self.norm1 = MeanVarLayerNorm(block.norm1)
+        self.norm2 = MeanVarLayerNorm(block.norm2)
+        w, b = attn.qkv.weight.detach(), attn.qkv.bias.detach()
+        rows = torch.cat([torch.arange(j * inner, j * inner + heads * hd) for j in range(3)])
+        self.qkv = nn.Linear(dim, 3 * heads * hd)
+        self.qkv.weight.data.copy_(w[rows])
+        self.qkv.bias.data.copy_(b[rows])
+        self.proj = nn.Linear(heads * hd, dim)
+        self.proj.weight.data.copy_(attn.proj.weight.detach()[:, : heads * hd])
+        self.proj.bias.data.copy_(attn.proj.bias.detach())
+        self.mlp = copy.deepcopy(block.mlp)
+        self.ls1 = copy.deepcopy(block.ls1)
+        self.ls2 = copy.deepcopy(block.ls2)
+
+    def forward(self, x: torch.Tensor):
+        h, hd = self.heads, self.head_dim
+        qkv = self.qkv(self.norm1(x))  # [B, N, 3*h*hd]
+        inner = h * hd
+        need_scores = self.select is not None or self.emit_scores
+        outs, cls_rows = [], []
+        for i in range(h):
+            q = qkv[:, :, i * hd:(i + 1) * hd] * self.scale  # [B, N, hd]
+            k = qkv[:, :, inner + i * hd: inner + (i + 1) * hd]
+            v = qkv[:, :, 2 * inner + i * hd: 2 * inner + (i + 1) * hd]
+            kt = k.transpose(1, 2)  # [B, hd, N]
+            attn = torch.softmax(torch.bmm(q, kt), dim=-1)  # [B, N, N]
+            outs.append(torch.bmm(attn, v))
+            if need_scores:
+                cls_rows.append(torch.softmax(torch.bmm(q[:, :1], kt), dim=-1))  # [B, 1, N]
+        out = outs[0] if h == 1 else torch.cat(outs, dim=-1)
+        x = x + self.ls1(self.proj(out))
+        scores = None
+        if need_scores:
+            row = cls_rows[0]
+            for extra in cls_rows[1:]:
+                row = row + extra
+            B, _, N = row.shape
+            # slice + reshape: no select_copy; times a float: ``/ h`` adds an int->float cast
+            # of the constant outside the delegate
+            scores = (row[:, :, 1:] * (1.0 / h)).reshape(B, N - 1)
+        if self.select is not None:
+            x = self.select(x, scores)
+        x = x + self.ls2(self.mlp(self.norm2(x)))
+        if self.emit_scores:
+            return x, scores
+        return x
 
 
 class LevelExport(nn.Module):
@@ -223,8 +258,181 @@ class PlainLevel(nn.Module):
         return (torch.randn(self.batch_size, 3, self.img_size, self.img_size, generator=gen),)
 
 
+def stage_token_counts(model: AtheViT) -> list[int]:
+    """Tokens (CLS included) inside each stage of ``model``'s chain (``Variant.stage_tokens``)."""
+    out, n = [], model.patch_embed.num_patches
+    for i, st in enumerate(model.stages):
+        keep = model.stage_keep(i)
+        if keep is not None:
+            n = keep + (1 if st.fuse else 0)
+        out.append(n + 1)
+    return out
+
+
+def stage_io(model: AtheViT, index: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(inputs, outputs)`` of stage ``index``, names from ``STAGE_IO``, in tensor order.
+
+    Stage 0 takes the image, a later stage the previous stage's tokens (and its CLS-attention
+    scores when it keeps tokens on entry). Every stage but the last gives its tokens (the exit
+    gate reads the CLS token; the next stage goes on from them), its scores when the next stage
+    keeps tokens, and its exit logits; the last stage gives logits only.
+    """
+    if index == 0:
+        inputs: tuple[str, ...] = ("image",)
+    else:
+        inputs = ("tokens", "scores") if model.stage_keep(index) is not None else ("tokens",)
+    if index == len(model.stages) - 1:
+        return inputs, ("logits",)
+    return inputs, ("tokens", "scores", "logits") if model.needs_scores(index) else ("tokens", "logits")
+
+
+class _StageForm(nn.Module):
+    """What both stage forms share: names, shapes and example inputs of stage ``index``."""
+
+    def _init_stage(self, model: AtheViT, index: int, batch_size: int) -> None:
+        if not model.stages:
+            raise ValueError("this model declares no stages")
+        if not 0 <= index < len(model.stages):
+            raise IndexError(f"stage {index} out of range: the chain has {len(model.stages)} stages")
+        self.index, self.batch_size = index, batch_size
+        self.stage_name = model.stages[index].name
+        self.inputs, self.outputs = stage_io(model, index)
+        tokens = stage_token_counts(model)
+        cfg = model.cfg
+        #: the previous stage's token count (what this stage's ``tokens`` input holds)
+        self.tokens_in = tokens[index - 1] if index > 0 else None
+        self.tokens = tokens[index]
+        shapes = {"image": (batch_size, 3, cfg.img_size, cfg.img_size),
+                  "logits": (batch_size, cfg.num_classes)}
+        self.input_shapes = tuple(
+            shapes["image"] if n == "image" else
+            (batch_size, self.tokens_in, cfg.embed_dim) if n == "tokens" else
+            (batch_size, self.tokens_in - 1) for n in self.inputs)
+        self.output_shapes = tuple(
+            shapes["logits"] if n == "logits" else
+            (batch_size, self.tokens, cfg.embed_dim) if n == "tokens" else
+            (batch_size, self.tokens - 1) for n in self.outputs)
+
+    def _arrange(self, tokens: torch.Tensor, logits: torch.Tensor, scores: torch.Tensor | None):
+        named = {"tokens": tokens, "scores": scores, "logits": logits}
+        out = tuple(named[n] for n in self.outputs)
+        return out[0] if len(out) == 1 else out
+
+    def get_example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """Seeded inputs of the stage's shapes (scores: a softmax row, as the previous stage gives)."""
+        gen = torch.Generator().manual_seed(self.index)
+        out = []
+        for name, shape in zip(self.inputs, self.input_shapes, strict=True):
+            t = torch.randn(*shape, generator=gen)
+            out.append(torch.softmax(t, dim=-1) if name == "scores" else t)
+        return tuple(out)
+
+
+class ExitHeadExport(nn.Module):
+    """``ExitHead`` rewritten: CLS by slice, the token mean as a ``linear`` with ``1/(N-1)`` weights."""
+
+    def __init__(self, head: nn.Module, tokens: int) -> None:
+        super().__init__()
+        self.register_buffer("avg_tokens", torch.full((1, tokens - 1), 1.0 / (tokens - 1)))
+        self.norm = MeanVarLayerNorm(head.norm)
+        self.fc = copy.deepcopy(head.fc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, D = x.shape
+        cls_tok = x[:, 0:1].reshape(B, D)  # slice + reshape: no select_copy
+        mean = F.linear(x[:, 1:].transpose(1, 2), self.avg_tokens).reshape(B, D)  # no mean.dim
+        return self.fc(self.norm(torch.cat([cls_tok, mean], dim=-1)))
+
+
+class StageExport(_StageForm):
+    """Stage ``index`` of an ``AtheViT``'s exit chain, rewritten for XNNPACK (as ``LevelExport``).
+
+    Inputs and outputs are named in ``inputs`` / ``outputs`` (see ``stage_io``); a single output
+    is returned as a tensor, several as a tuple in that order.
+    """
+
+    def __init__(self, model: AtheViT, index: int, batch_size: int = 1) -> None:
+        super().__init__()
+        model = model.eval()
+        self._init_stage(model, index, batch_size)
+        cfg, st = model.cfg, model.stages[index]
+        heads = st.heads or cfg.num_heads
+        self.first, self.last = index == 0, index == len(model.stages) - 1
+        if self.first:
+            self.stem = export_stem(model.patch_embed)
+            # CLS token pre-expanded to the fixed batch (an expand would stay outside XNNPACK).
+            self.cls_token = nn.Parameter(model.cls_token.detach().expand(batch_size, -1, -1).clone())
+            self.pos_embed = nn.Parameter(model.pos_embed.detach().clone())
+        keep = model.stage_keep(index)
+        self.select = TokenSelect(self.tokens_in - 1, keep, st.fuse) if keep is not None else None
+        start, stop = st.blocks
+        emit = model.needs_scores(index)
+        self.blocks = nn.ModuleList(
+            BlockExport(model.blocks[b], heads, None, False, self.tokens,
+                        emit_scores=emit and b == stop - 1)
+            for b in range(start, stop))
+        if self.last:
+            self.norm = MeanVarLayerNorm(model.norm)
+            self.head = copy.deepcopy(model.head)
+        else:
+            self.exit = ExitHeadExport(model.exit_heads[index], self.tokens)
+        self.eval()
+
+    def forward(self, x: torch.Tensor, scores: torch.Tensor | None = None):
+        if self.first:
+            x = self.stem(x)  # [B, D, g, g]
+            B, D = x.shape[0], x.shape[1]
+            x = x.reshape(B, D, -1).transpose(1, 2)  # [B, g*g, D]
+            x = torch.cat([self.cls_token, x], dim=1) + self.pos_embed
+        if self.select is not None:
+            assert scores is not None
+            x = self.select(x, scores)
+        out_scores = None
+        for blk in self.blocks:
+            if blk.emit_scores:
+                x, out_scores = blk(x)
+            else:
+                x = blk(x)
+        if self.last:
+            B, _, D = x.shape
+            # LayerNorm is per token: normalise only the CLS token the head reads.
+            logits = self.head(self.norm(x[:, 0:1]).reshape(B, D))
+        else:
+            logits = self.exit(x)
+        return self._arrange(x, logits, out_scores)
+
+
+class PlainStage(_StageForm):
+    """Stage ``index`` as the training forward writes it (``AtheViT.forward_stage``), for LiteRT.
+
+    Only what the stage runs is kept (the other blocks and exit heads are dropped from the
+    copy, so the artifact holds this stage's weights alone); SDPA is switched off, as in
+    ``PlainLevel``.
+    """
+
+    def __init__(self, model: AtheViT, index: int, batch_size: int = 1) -> None:
+        super().__init__()
+        self._init_stage(model, index, batch_size)
+        keep = copy.copy(model)  # shallow: swap out the unused submodules without touching model's
+        keep._modules = dict(model._modules)
+        start, stop = model.stages[index].blocks
+        keep._modules["blocks"] = nn.ModuleList(
+            blk if start <= b < stop else nn.Identity() for b, blk in enumerate(model.blocks))
+        keep._modules["exit_heads"] = nn.ModuleList(
+            h if i == index else nn.Identity() for i, h in enumerate(model.exit_heads))
+        self.model = copy.deepcopy(keep).eval()
+        for b in range(start, stop):
+            self.model.blocks[b].attn.fused_attn = False
+
+    def forward(self, x: torch.Tensor, scores: torch.Tensor | None = None):
+        tokens, logits, out_scores = self.model.forward_stage(self.index, x, scores)
+        return self._arrange(tokens, logits, out_scores)
+
+
 #: Export forms by name: ``rewrite`` (XNNPACK-friendly, ``LevelExport``) and ``plain`` (``PlainLevel``).
 EXPORT_FORMS: dict[str, type[nn.Module]] = {"rewrite": LevelExport, "plain": PlainLevel}
+#: Stage export forms by the same names: ``rewrite`` (``StageExport``) and ``plain`` (``PlainStage``).
+STAGE_FORMS: dict[str, type[_StageForm]] = {"rewrite": StageExport, "plain": PlainStage}
 
 
 def level_exports(model: AtheViT, levels: list[Level], batch_size: int = 1) -> dict[str, LevelExport]:

@@ -70,9 +70,16 @@ def _quantize_tflite(float_path: Path, path: Path, quantize: str,
         interp = Interpreter(str(float_path))
         key = interp.get_signature_list()
         sig = next(iter(key))
-        names = key[sig]["inputs"]
-        samples = {sig: [{names[0]: x[0].numpy()} for x in calibration]}
+        # litert-torch names the inputs args_0, args_1, ... after the PyTorch positions
+        names = sorted(key[sig]["inputs"], key=_position)
+        samples = {sig: [{n: t.numpy() for n, t in zip(names, x, strict=True)} for x in calibration]}
         result = qt.quantize(qt.calibrate(samples))
     else:
         raise ValueError(f"unknown quantization {quantize!r}; use none, int8-dynamic or int8-static")
     result.export_model(str(path), overwrite=True)
+
+
+def _position(name: str) -> tuple[int, str]:
+    """Sort key of a signature input name: ``args_10`` after ``args_9``."""
+    tail = name.rsplit("_", 1)[-1]
+    return (int(tail), name) if tail.isdigit() else (1 << 30, name)

@@ -1,6 +1,9 @@
 """Inference backends: one small interface over LiteRT, ExecuTorch and the PyTorch reference.
 
-Every backend loads one model file and runs one float32 array through it::
+Every backend loads one model file and runs float32 arrays through it: ``run`` for a model
+with one input and one output (levels, the router), ``run_many`` for any number of each (the
+stages of an exit chain), inputs and outputs in the artifact's positional order (the order the
+manifest's ``StageSpec.inputs`` / ``outputs`` name)::
 
     >>> from athe.runtime.backends import load_backend
     >>> backend = load_backend("litert", threads=2)
@@ -8,6 +11,10 @@ Every backend loads one model file and runs one float32 array through it::
     >>> model.input_shape, model.output_shape
     ((1, 3, 32, 32), (1, 10))
     >>> logits = model.run(x)  # x: float32 [1, 3, 32, 32] -> float32 [1, 10]
+    >>> s2 = backend.load("bundles/athe-simple/stage-s2.tflite")
+    >>> s2.input_shapes, s2.output_shapes
+    (((1, 197, 192), (1, 196)), ((1, 138, 192), (1, 137), (1, 100)))
+    >>> tokens, scores, logits = s2.run_many([tokens, scores])
 
 =============  ======  ===================================  ============================
 backend        format  runtime                              threads applied through
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,37 +59,86 @@ class LoadedModel:
 
     Attributes:
         path: the file it was loaded from.
-        input_shape: shape of the (first) input, e.g. ``(1, 3, 224, 224)``.
+        input_shapes: shape of every input, in the artifact's positional order.
+        output_shapes: shape of every output, in the artifact's positional order (for a
+            ``.tflite``, the order of its signature's ``output_N`` names, which is the PyTorch
+            form's return order; the interpreter's own output list may differ).
+        input_shape: shape of the first input, e.g. ``(1, 3, 224, 224)``.
         output_shape: shape of the first output, e.g. ``(1, 100)``.
     """
 
     path: Path
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input_shapes[0]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.output_shapes[0]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Run one input.
+        """Run a model with one input and one output.
 
         Args:
             x: float array of ``input_shape`` (cast to contiguous float32).
 
         Returns:
-            The first output as a float32 array the caller owns (a copy).
+            The output as a float32 array the caller owns (a copy).
+
+        Raises:
+            BackendError: a bad input, or a model with several inputs or outputs (``run_many``).
         """
+        if len(self.input_shapes) != 1 or len(self.output_shapes) != 1:
+            raise BackendError(f"{self.path.name}: has {len(self.input_shapes)} input(s) and "
+                               f"{len(self.output_shapes)} output(s); run it with run_many")
+        return self._execute([self._check(x, 0)])[0]
+
+    def run_many(self, inputs: list[np.ndarray] | tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        """Run every input, in the artifact's order; return every output, in its order.
+
+        Args:
+            inputs: one float array per input, of ``input_shapes[i]`` (cast to contiguous
+                float32).
+
+        Returns:
+            One float32 array per output (``output_shapes``), each a copy the caller owns.
+
+        Raises:
+            BackendError: the wrong number of inputs, or an input of the wrong type or shape.
+        """
+        if isinstance(inputs, np.ndarray) or len(inputs) != len(self.input_shapes):
+            got = "one array" if isinstance(inputs, np.ndarray) else f"{len(inputs)} input(s)"
+            raise BackendError(f"{self.path.name}: takes {len(self.input_shapes)} input(s) "
+                               f"{list(self.input_shapes)}, got {got}; pass a list in that order")
+        return self._execute([self._check(x, i) for i, x in enumerate(inputs)])
+
+    def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run checked contiguous float32 ``arrays``; every output as an owned float32 copy."""
         raise NotImplementedError
 
-    def _check(self, x: np.ndarray) -> np.ndarray:
+    def _check(self, x: np.ndarray, index: int = 0) -> np.ndarray:
+        which = "input" if len(self.input_shapes) == 1 else f"input {index}"
         if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.floating):
-            raise BackendError(f"{self.path.name}: input must be a float32 numpy array, got "
+            raise BackendError(f"{self.path.name}: {which} must be a float32 numpy array, got "
                                f"{type(x).__name__} {getattr(x, 'dtype', '')}")
-        if tuple(x.shape) != tuple(self.input_shape):
-            raise BackendError(f"{self.path.name}: input shape {tuple(x.shape)} does not match the "
-                               f"model's {tuple(self.input_shape)}; preprocess with the bundle's input spec")
+        want = tuple(self.input_shapes[index])
+        if tuple(x.shape) != want:
+            hint = ("preprocess with the bundle's input spec" if index == 0 and len(want) == 4
+                    else "feed the previous stage's outputs as the manifest names them")
+            raise BackendError(f"{self.path.name}: {which} shape {tuple(x.shape)} does not match the "
+                               f"model's {want}; {hint}")
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.path.name!r}, input={self.input_shape}, "
-                f"output={self.output_shape})")
+        one = len(self.input_shapes) == 1 and len(self.output_shapes) == 1
+        if one:
+            return (f"{type(self).__name__}({self.path.name!r}, input={self.input_shape}, "
+                    f"output={self.output_shape})")
+        return (f"{type(self).__name__}({self.path.name!r}, inputs={list(self.input_shapes)}, "
+                f"outputs={list(self.output_shapes)})")
 
 
 class Backend:
@@ -128,26 +185,58 @@ def _existing(path: str | Path) -> Path:
 
 
 # -- LiteRT ------------------------------------------------------------------------------------
+def _positional(details: dict[str, dict], prefix: str) -> list[dict] | None:
+    """Signature tensors ``{prefix}N`` (litert-torch names inputs ``args_N`` and outputs
+    ``output_N`` after the PyTorch positions) sorted by ``N``; None when the names differ."""
+    keyed = []
+    for name, d in details.items():
+        match = re.fullmatch(rf"{prefix}(\d+)", name)
+        if match is None:
+            return None
+        keyed.append((int(match.group(1)), d))
+    return [d for _, d in sorted(keyed, key=lambda kd: kd[0])]
+
+
+def _litert_io(interpreter: Any) -> tuple[list[dict], list[dict]]:
+    """Input and output tensor details of a ``.tflite`` in PyTorch's positional order.
+
+    The interpreter's own output list is not guaranteed to follow the converted module's
+    return order, so a model with one signature whose tensors carry litert-torch's
+    ``args_N`` / ``output_N`` names is read through that signature; any other model keeps the
+    interpreter's order.
+    """
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        ins = _positional(runner.get_input_details(), "args_")
+        outs = _positional(runner.get_output_details(), "output_")
+        if ins is not None and outs is not None:
+            return ins, outs
+    return interpreter.get_input_details(), interpreter.get_output_details()
+
+
 class LiteRTModel(LoadedModel):
     def __init__(self, path: Path, interpreter: Any) -> None:
         self.path = path
         self._interpreter = interpreter
         interpreter.allocate_tensors()
-        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-        if len(inputs) != 1:
-            raise BackendError(f"{path.name}: expected a model with one input, it has {len(inputs)}")
-        self._in, self._out = inputs[0], outputs[0]
-        if self._in["dtype"] != np.float32:
-            raise BackendError(f"{path.name}: input dtype is {self._in['dtype'].__name__}, "
-                               "the runtime feeds float32; re-convert with float32 I/O")
-        self.input_shape = tuple(int(d) for d in self._in["shape"])
-        self.output_shape = tuple(int(d) for d in self._out["shape"])
+        self._ins, self._outs = _litert_io(interpreter)
+        for i, d in enumerate(self._ins):
+            if d["dtype"] != np.float32:
+                raise BackendError(f"{path.name}: input {i} dtype is {d['dtype'].__name__}, "
+                                   "the runtime feeds float32; re-convert with float32 I/O")
+        self.input_shapes = tuple(tuple(int(v) for v in d["shape"]) for d in self._ins)
+        self.output_shapes = tuple(tuple(int(v) for v in d["shape"]) for d in self._outs)
+        self._in_idx = [d["index"] for d in self._ins]
+        self._out_idx = [d["index"] for d in self._outs]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        self._interpreter.set_tensor(self._in["index"], self._check(x))
-        self._interpreter.invoke()
-        out = self._interpreter.get_tensor(self._out["index"])  # documented as a copy
-        return np.array(out, dtype=np.float32, copy=True)
+    def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        interp = self._interpreter
+        for index, x in zip(self._in_idx, arrays, strict=True):
+            interp.set_tensor(index, x)
+        interp.invoke()
+        # get_tensor is documented as a copy; np.array(copy=True) makes ownership explicit
+        return [np.array(interp.get_tensor(i), dtype=np.float32, copy=True) for i in self._out_idx]
 
 
 class LiteRTBackend(Backend):
@@ -179,14 +268,19 @@ class ExecuTorchModel(LoadedModel):
         self._method = program.load_method("forward")
         self._torch = torch
         meta = self._method.metadata
-        if meta.num_inputs() != 1:
-            raise BackendError(f"{path.name}: expected a method with one input, it has {meta.num_inputs()}")
-        self.input_shape = tuple(int(d) for d in meta.input_tensor_meta(0).sizes())
-        self.output_shape = tuple(int(d) for d in meta.output_tensor_meta(0).sizes())
+        # The method's inputs and outputs are the exported program's flattened user inputs and
+        # outputs, i.e. the PyTorch form's positional order.
+        self.input_shapes = tuple(tuple(int(d) for d in meta.input_tensor_meta(i).sizes())
+                                  for i in range(meta.num_inputs()))
+        self.output_shapes = tuple(tuple(int(d) for d in meta.output_tensor_meta(i).sizes())
+                                   for i in range(meta.num_outputs()))
+        if not self.input_shapes or not self.output_shapes:
+            raise BackendError(f"{path.name}: the forward method has {meta.num_inputs()} inputs and "
+                               f"{meta.num_outputs()} outputs; expected at least one of each")
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        outputs = self._method.execute([self._torch.from_numpy(self._check(x))])
-        return outputs[0].detach().numpy().astype(np.float32, copy=True)
+    def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        outputs = self._method.execute([self._torch.from_numpy(x) for x in arrays])
+        return [t.detach().numpy().astype(np.float32, copy=True) for t in outputs]
 
 
 class ExecuTorchBackend(Backend):
@@ -237,21 +331,23 @@ class ExecuTorchBackend(Backend):
 
 # -- torch reference ---------------------------------------------------------------------------
 class TorchModel(LoadedModel):
-    def __init__(self, path: Path, module: Any, torch: Any, input_shape: tuple[int, ...]) -> None:
+    def __init__(self, path: Path, module: Any, torch: Any,
+                 input_shapes: tuple[tuple[int, ...], ...]) -> None:
         self.path = path
         self._module, self._torch = module, torch
-        self.input_shape = input_shape
+        self.input_shapes = input_shapes
         with torch.no_grad():
-            self.output_shape = tuple(int(d) for d in _first(module(torch.zeros(input_shape))).shape)
+            outs = _flat(module(*[torch.zeros(s) for s in input_shapes]))
+        self.output_shapes = tuple(tuple(int(d) for d in t.shape) for t in outs)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         with self._torch.no_grad():
-            out = self._module(self._torch.from_numpy(self._check(x)))
-        return _first(out).detach().numpy().astype(np.float32, copy=True)
+            out = self._module(*[self._torch.from_numpy(x) for x in arrays])
+        return [t.detach().numpy().astype(np.float32, copy=True) for t in _flat(out)]
 
 
-def _first(out: Any) -> Any:
-    return out[0] if isinstance(out, (tuple, list)) else out
+def _flat(out: Any) -> list[Any]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 class TorchBackend(Backend):
@@ -279,17 +375,17 @@ class TorchBackend(Backend):
             program = self._torch.export.load(str(path))
         except Exception as exc:  # torch.export.load raises assorted types on a bad file
             raise BackendError(f"torch cannot load {str(path)!r}: {type(exc).__name__}: {exc}") from exc
-        return TorchModel(path, program.module(), self._torch, _example_shape(program, path))
+        return TorchModel(path, program.module(), self._torch, _example_shapes(program, path))
 
 
-def _example_shape(program: Any, path: Path) -> tuple[int, ...]:
-    """Input shape of an ``ExportedProgram`` (static shapes: the fake tensor of its one user input)."""
+def _example_shapes(program: Any, path: Path) -> tuple[tuple[int, ...], ...]:
+    """Input shapes of an ``ExportedProgram`` (static shapes: the fake tensors of its user inputs)."""
     specs = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-    if len(specs) != 1:
-        raise BackendError(f"{path.name}: expected an exported program with one input, it has {len(specs)}")
-    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == specs[0].arg.name)
+    if not specs:
+        raise BackendError(f"{path.name}: the exported program has no inputs")
+    nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     try:
-        return tuple(int(d) for d in node.meta["val"].shape)
+        return tuple(tuple(int(d) for d in nodes[s.arg.name].meta["val"].shape) for s in specs)
     except (KeyError, TypeError) as exc:
         raise BackendError(f"{path.name}: input shape is not static; export with static shapes") from exc
 

@@ -67,7 +67,9 @@ def tiny_checkpoint(tmp_path_factory, tiny) -> Path:
 
 @pytest.fixture(scope="session")
 def converted_bundle(tmp_path_factory, tiny, tiny_checkpoint) -> Path:
-    """A tiny bundle in both formats (+ .pt2 references), converted by ``convert_bundle``."""
+    """A tiny bundle in both formats (+ .pt2 references), converted by ``convert_bundle``: every
+    level, the router and the three stages of the exit chain (no gates in the checkpoint: the
+    exits are uncalibrated)."""
     from athe.convert.bundle import ConvertOptions, convert_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"

@@ -78,6 +78,8 @@ def test_random_weights_bundle_is_marked(tmp_path, tiny, monkeypatch):
                                         random_weights=True, formats=("tflite",), parity_samples=2))
     m = Manifest.load(out / "manifest.json")
     assert m.random_weights and m.checkpoint["random_weights"] and m.router is None
+    assert m.calibration == {"exits_calibrated": False}  # random weights: exits never taken early
+    assert {st.threshold for st in m.stages[:-1]} == {1.0}
 
 
 def test_failure_midway_leaves_no_bundle(tmp_path, tiny, tiny_checkpoint, monkeypatch):
@@ -176,3 +178,113 @@ def test_unknown_export_form(tmp_path, tiny, tiny_checkpoint):
     with pytest.raises(ConvertError, match="unknown export form 'fast' for tflite"):
         convert_bundle(ConvertOptions(variant=tiny.name, variant_obj=tiny, out=tmp_path / "b",
                                       checkpoint=tiny_checkpoint, forms={"tflite": "fast"}))
+
+
+# -- stages: the exit chain -----------------------------------------------------------------
+
+
+def test_stages_in_both_formats_match_pytorch_alone_and_as_a_chain(converted_bundle, tiny):
+    """Each stage artifact alone (fed the PyTorch chain's inputs) and each format's whole chain of
+    artifacts (each fed the previous one) match PyTorch to 1e-4; the manifest describes them."""
+    m = Manifest.load(converted_bundle / "manifest.json")
+    assert m.stage_names == tiny.stage_names
+    assert [st.tokens for st in m.stages] == tiny.stage_tokens()
+    assert [st.macs for st in m.stages] == tiny.stage_macs()
+    assert [st.inputs for st in m.stages] == [("image",), ("tokens", "scores"), ("tokens",)]
+    assert [st.outputs for st in m.stages] == [("tokens", "scores", "logits"), ("tokens", "logits"), ("logits",)]
+    assert [st.token_selection for st in m.stages] == ["none", "in-graph", "none"]
+    assert [st.blocks for st in m.stages] == [(0, 1), (1, 2), (2, 3)]
+    assert "pt2" in m.formats()
+    for st in m.stages:
+        for fmt in ("tflite", "pte", "pt2"):
+            p = st.files[fmt].parity
+            assert p["chain_max_abs_diff"] <= 1e-4, (st.name, fmt, p)
+            assert p["chain_top1_agreement"] == 1.0, (st.name, fmt, p)
+            if fmt != "pt2":
+                assert p["max_abs_diff"] <= 1e-4 and p["top1_agreement"] == 1.0, (st.name, fmt, p)
+                assert p["export_form"] == {"tflite": "plain", "pte": "rewrite"}[fmt]
+                if len(st.outputs) > 1:
+                    assert set(p["max_abs_diff_per_output"]) == set(st.outputs)
+
+
+def test_stage_pte_delegation(converted_bundle):
+    """A stage lowers to one XNNPACK delegate with nothing outside; a stage that keeps tokens on
+    entry to two, with only topk/gather and their index plumbing between them."""
+    m = Manifest.load(converted_bundle / "manifest.json")
+    for st in m.stages:
+        d = st.files["pte"].delegation
+        assert d["disallowed_non_delegated"] == [] and d["delegated_ops"] > 50, st.name
+        if st.token_selection == "in-graph":
+            assert d["delegate_calls"] == 2, (st.name, d)
+            assert {"aten.topk.default", "aten.gather.default"} <= set(d["non_delegated_ops"])
+            assert set(d["non_delegated_ops"]) <= ALLOWED_NON_DELEGATED
+        else:
+            assert d["delegate_calls"] == 1 and d["non_delegated_ops"] == {}, (st.name, d)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "pte", "pt2"])
+def test_stage_chain_through_the_runtime_equals_forward_exits(converted_bundle, tiny, tiny_checkpoint, fmt):
+    """On a new image, the chain of artifacts run through the runtime backend (inputs and outputs
+    in the manifest's order) gives every exit's logits of the PyTorch model to 1e-4."""
+    model = load_model(tiny, tiny_checkpoint).eval()
+    m = Manifest.load(converted_bundle / "manifest.json")
+    backend = load_backend({"tflite": "litert", "pte": "executorch", "pt2": "torch"}[fmt], threads=1)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        ref = model.forward_exits(x)
+        ref_tokens, scores = x, None
+        for i in range(len(tiny.stages)):
+            ref_tokens, _, scores = model.forward_stage(i, ref_tokens, scores)
+            if i == 0:
+                first_scores = scores
+    feed = {"image": x.numpy()}
+    for i, st in enumerate(m.stages):
+        loaded = backend.load(converted_bundle / st.files[fmt].path)
+        assert len(loaded.input_shapes) == len(st.inputs) and len(loaded.output_shapes) == len(st.outputs)
+        outs = dict(zip(st.outputs, loaded.run_many([feed[n] for n in st.inputs]), strict=True))
+        assert np.abs(outs["logits"] - ref[i].numpy()).max() < 1e-4, (st.name, fmt)
+        if i == 0:  # the scores the next stage selects by come out too, in their place
+            assert np.abs(outs["scores"] - first_scores.numpy()).max() < 1e-5
+        feed = outs
+
+
+def test_uncalibrated_exits_never_exit_early_and_say_so(converted_bundle):
+    """The tiny checkpoint has no gates: every gate is max_softmax at 1.0, and the calibration
+    records that the exits are not calibrated."""
+    m = Manifest.load(converted_bundle / "manifest.json")
+    assert m.calibration["exits_calibrated"] is False
+    for st in m.stages[:-1]:
+        assert st.gate.kind == "max_softmax" and st.threshold == 1.0
+    assert m.stages[-1].gate is None and m.stages[-1].threshold is None
+
+
+def test_exit_gates_come_from_the_checkpoint(tiny):
+    from athe.convert.bundle import LoadedWeights, exit_gates
+    from athe.training.model import build_model
+
+    model = build_model(tiny).eval()
+    gate = {"kind": "logistic", "features": ["max_prob", "margin"], "mean": [0.5, 0.2], "std": [0.1, 0.1],
+            "weights": [2.0, 1.0], "bias": -0.5, "auroc": 0.8}
+    w = LoadedWeights(model, None, None, [], None, {"random_weights": False},
+                      gates={"s1": gate, "s2": {"kind": "max_softmax"}}, exit_thresholds={"s1": 0.7, "s2": 0.9})
+    gates, ths, calibrated, why = exit_gates(w, tiny)
+    assert calibrated and why == "" and ths == {"s1": 0.7, "s2": 0.9}
+    assert gates["s1"].kind == "logistic" and gates["s1"].features == ("max_prob", "margin")
+    assert gates["s1"].weights == (2.0, 1.0) and gates["s2"].kind == "max_softmax"
+    # without gates, with random weights, or with untrained exits: never exit early, and say why
+    for weights, reason in (
+        (LoadedWeights(model, None, None, [], None, {"random_weights": False}), "no exit gates"),
+        (LoadedWeights(model, None, None, [], None, {"random_weights": True}, gates=w.gates,
+                       exit_thresholds=w.exit_thresholds), "random weights"),
+    ):
+        gates, ths, calibrated, why = exit_gates(weights, tiny)
+        assert not calibrated and reason in why
+        assert ths == {"s1": 1.0, "s2": 1.0} and {g.kind for g in gates.values()} == {"max_softmax"}
+    model.exits_trained = False
+    gates, ths, calibrated, why = exit_gates(w, tiny)
+    assert not calibrated and "no trained exit heads" in why
+    model.exits_trained = True
+    partial = LoadedWeights(model, None, None, [], None, {"random_weights": False},
+                            gates={"s1": gate}, exit_thresholds={"s1": 0.7})
+    with pytest.raises(ConvertError, match=r"lack stage\(s\) \['s2'\]"):
+        exit_gates(partial, tiny)

@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 import timm
 import torch
+from conftest import tiny_variant
 
-from athe.convert.export_form import LevelExport
+from athe.convert.export_form import LevelExport, PlainStage, StageExport
 from athe.training.model import (
     build_model,
     head_importance,
@@ -113,6 +114,58 @@ def test_export_form_batch_n():
     assert x.shape[0] == 4
     with torch.no_grad():
         assert torch.allclose(form(x), model(x, level="simple"), atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [tiny_variant(), get_variant("athe-mini"), get_variant("athe-simple")],
+                         ids=lambda v: v.name)
+def test_stage_export_forms_equal_forward_stage_and_torch_export_works(variant):
+    """Both stage forms (rewrite for .pte, plain for .tflite) give forward_stage's tokens, scores
+    and logits to 1e-5, named in their tensor order; the rewrite exports with torch.export."""
+    torch.manual_seed(0)
+    model = build_model(variant).eval()
+    S = variant.backbone.img_size
+    x = torch.randn(1, 3, S, S)
+    tokens, scores = x, None
+    for i in range(len(variant.stages)):
+        with torch.no_grad():
+            ref_tokens, ref_logits, ref_scores = model.forward_stage(i, tokens, scores)
+        ref = {"tokens": ref_tokens, "logits": ref_logits, "scores": ref_scores}
+        feed = {"image": x, "tokens": tokens, "scores": scores}
+        last = i == len(variant.stages) - 1
+        for cls in (StageExport, PlainStage):
+            form = cls(model, i)
+            assert form.outputs[-1] == "logits" and ("tokens" in form.outputs) != last
+            assert ("scores" in form.outputs) == model.needs_scores(i)
+            assert ("scores" in form.inputs) == (model.stage_keep(i) is not None)
+            args = tuple(feed[n] for n in form.inputs)
+            assert [tuple(a.shape) for a in args] == list(form.input_shapes)
+            assert [tuple(a.shape) for a in form.get_example_inputs()] == list(form.input_shapes)
+            with torch.no_grad():
+                out = form(*args)
+            out = out if isinstance(out, tuple) else (out,)
+            assert [tuple(o.shape) for o in out] == list(form.output_shapes)
+            for name, got in zip(form.outputs, out, strict=True):
+                assert torch.allclose(got, ref[name], atol=1e-5), (variant.name, i, cls.__name__, name)
+        if variant.name != "athe-simple":  # 224 px: eager parity is enough there
+            form = StageExport(model, i)
+            exported = torch.export.export(form, args)
+            with torch.no_grad():
+                got = exported.module()(*args)
+                want = form(*args)
+            for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,),
+                            strict=True):
+                assert torch.allclose(a, b, atol=1e-5)
+        tokens, scores = ref_tokens, ref_scores
+
+
+def test_plain_stage_keeps_only_its_own_weights():
+    v = get_variant("athe-mini")
+    model = build_model(v).eval()
+    form = PlainStage(model, 1)
+    n_form = sum(p.numel() for p in form.parameters())
+    blocks = sum(p.numel() for b in range(*v.stages[1].blocks) for p in model.blocks[b].parameters())
+    assert blocks < n_form < blocks + sum(p.numel() for p in model.exit_heads[1].parameters()) + 200_000
+    assert all(not isinstance(b, torch.nn.Identity) for b in model.blocks)  # the model is untouched
 
 
 def test_router_export_equals_router():

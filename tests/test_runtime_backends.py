@@ -219,3 +219,55 @@ def test_unknown_backend_and_bad_threads():
         load_backend("tflite")
     with pytest.raises(BackendError, match="threads must be a positive integer"):
         load_backend("litert", threads=0)
+
+
+# -- several inputs and outputs (stage artifacts) ----------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["litert", "executorch", "torch"])
+def test_run_many_on_stage_artifacts(converted_bundle, backend):
+    """Stage artifacts take and give several tensors in the manifest's order; every backend
+    agrees with the torch reference on them and checks what it is fed."""
+    bundle = Bundle.open(converted_bundle)
+    fmt = {"litert": "tflite", "executorch": "pte", "torch": "pt2"}[backend]
+    fast, ref_backend = load_backend(backend, threads=1), load_backend("torch", threads=1)
+    rng = np.random.default_rng(3)
+    feed = {"image": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    for st in bundle.stages:
+        model = fast.load(bundle.artifact_path(f"stage:{st.name}", fmt))
+        ref = ref_backend.load(bundle.artifact_path(f"stage:{st.name}", "pt2"))
+        assert model.input_shapes == ref.input_shapes and model.output_shapes == ref.output_shapes
+        assert len(model.input_shapes) == len(st.inputs) and len(model.output_shapes) == len(st.outputs)
+        assert model.input_shape == model.input_shapes[0] and model.output_shape == model.output_shapes[0]
+        args = [feed[n] for n in st.inputs]
+        got, want = model.run_many(args), ref.run_many(tuple(args))
+        assert [g.shape for g in got] == list(model.output_shapes)
+        for name, g, w in zip(st.outputs, got, want, strict=True):
+            assert g.dtype == np.float32
+            np.testing.assert_allclose(g, w, atol=1e-4, rtol=0, err_msg=f"{backend} {st.name} {name}")
+        outs = dict(zip(st.outputs, got, strict=True))
+        if len(st.inputs) > 1 or len(st.outputs) > 1:
+            with pytest.raises(BackendError, match="run it with run_many"):
+                model.run(args[0])
+        else:
+            np.testing.assert_array_equal(model.run(args[0]), got[0])
+        with pytest.raises(BackendError, match=rf"takes {len(st.inputs)} input\(s\).*got {len(st.inputs) + 1}"):
+            model.run_many([*args, args[0]])
+        with pytest.raises(BackendError, match="got one array"):
+            model.run_many(args[0])
+        if len(args) > 1:
+            bad = [args[0], np.zeros((1, 5), np.float32)]
+            with pytest.raises(BackendError, match=r"input 1 shape \(1, 5\) does not match.*previous stage"):
+                model.run_many(bad)
+        feed = outs
+
+
+def test_litert_signature_order_is_positional():
+    """litert-torch names outputs output_0..N after the PyTorch positions; the interpreter's own
+    list (and a name sort: output_10 < output_2) may differ, so the backend orders by N."""
+    from athe.runtime.backends import _positional
+
+    details = {f"output_{i}": {"index": 100 - i} for i in (2, 10, 0, 1)}
+    assert [d["index"] for d in _positional(details, "output_")] == [100, 99, 98, 90]
+    assert _positional({"logits": {}, "output_0": {}}, "output_") is None
