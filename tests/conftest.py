@@ -77,3 +77,20 @@ def converted_bundle(tmp_path_factory, tiny, tiny_checkpoint) -> Path:
         variant=tiny.name, variant_obj=tiny, out=out, checkpoint=tiny_checkpoint,
         formats=("tflite", "pte"), parity_samples=3, write_reference=True,
     ))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line at the end when the phone demo's browser tests were skipped, with the fix."""
+    yield
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if "test_demo_web.py" in getattr(r, "nodeid", "")]
+    if not skipped:
+        return None
+    longrepr = skipped[0].longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    terminalreporter.write_line(
+        f"browser tests: {len(skipped)} skipped ({reason}); to run them: "
+        "make system-deps && make test (ATHE_REQUIRE_WEB=1 fails instead)")
+    return None
