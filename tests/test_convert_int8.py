@@ -1,7 +1,7 @@
 """int8 conversion: dynamic-range for both formats, static (tflite) calibrated on real images.
 
-A two-level tiny variant (one pruned level + dense, with the router) keeps this to a couple of
-minutes. The checks: the artifacts are int8 (smaller than fp32, precision recorded), they run
+A two-level tiny variant (one pruned level + dense, with the router and the three-stage exit
+chain) keeps this to a few minutes. The checks: the artifacts are int8 (smaller than fp32, precision recorded), they run
 through the runtime, they agree with the fp32 PyTorch form on real CIFAR-10 images (top-1
 agreement and |logit diff| recorded in the manifest), and int8-static refuses an artifact that
 loses more than 2 points, naming the measured drop.
@@ -83,6 +83,15 @@ def test_int8_dynamic_is_smaller_and_recorded(dynamic_bundle, fp32_bundle):
             assert 1e-6 < p["max_abs_diff"] < 0.1, p
             assert p["top1_agreement"] >= 0.75, p
             assert abs(p["top1_artifact"] - p["top1_fp32_pytorch"]) <= 100 * 3 / 12, p
+    for sq, sf in zip(q["stages"], f["stages"], strict=True):  # stages are int8 like the levels
+        for fmt in ("tflite", "pte"):
+            a, b = sq["files"][fmt], sf["files"][fmt]
+            assert a["precision"] == "int8-dynamic" and a["bytes"] < 0.6 * b["bytes"], (sq["name"], fmt)
+            p = a["parity"]
+            assert 1e-6 < p["max_abs_diff"] < 0.1, p
+            # the whole int8 chain vs fp32 PyTorch: recorded (token selection may pick differently)
+            assert 0.0 <= p["chain_top1_agreement"] <= 1.0 and p["chain_max_abs_diff"] > 1e-6, p
+            assert b["parity"]["chain_max_abs_diff"] <= 1e-4
 
 
 def test_int8_dynamic_runs_through_runtime(dynamic_bundle, fp32_bundle):
@@ -104,8 +113,9 @@ def test_int8_static_tflite_keeps_float_io(tmp_path_factory, two_level, checkpoi
     d = Dispatcher(Bundle.open(out), backend="litert", threads=1)  # float32 in, float32 out
     pred = d.predict(np.full((32, 32, 3), 120, np.uint8))
     assert pred.logits.dtype == np.float32 and np.isfinite(pred.logits).all()
-    for lv in m["levels"]:
+    for lv in m["levels"] + m["stages"]:  # stages are calibrated on the chain's own inputs
         p = lv["files"]["tflite"]["parity"]
+        assert lv["files"]["tflite"]["precision"] == "int8-static"
         assert p["top1_fp32_pytorch"] - p["top1_artifact"] <= STATIC_INT8_MAX_DROP
         assert p["max_abs_diff"] > 1e-5  # activations really are int8
 
