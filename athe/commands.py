@@ -29,10 +29,9 @@ DEMO_PHOTOS = tuple(DEMO_PHOTO_CLASSES)
 DEMO_LOOPS = 10
 #: What a 32x32 CIFAR-10 classifier can and cannot do (said once, before the answers).
 CIFAR10_SCOPE = (
-    "What this model can recognise: {variant} is a CIFAR-10 classifier. It sees each photo shrunk "
-    "to {size}x{size} pixels and always answers one of {n} classes: {classes}. Anything else (a cup, "
-    "a rocket, a person) still gets one of the {n}, and even in-class photos are hard at "
-    "{size}x{size}{acc}."
+    "What it can recognise: {variant} sees a photo at {size}x{size} pixels and names one of the "
+    "{n} CIFAR-10 classes ({classes}). It cannot recognise anything else: a cup, a rocket, a "
+    "person all get one of the {n}. Even those are hard at {size}x{size}{acc}."
 )
 
 
@@ -195,11 +194,11 @@ def _scope_lines(bundle: Any, random_weights: bool) -> list[str]:
     labels = list(bundle.labels)
     dense = bundle.manifest.levels[-1].val_accuracy if bundle.manifest.levels else None
     if random_weights:
-        acc = ": these weights are random, so about 10 % (chance) right"
+        acc = ", and these weights are random: 10 % right (chance)"
     elif dense is None:
         acc = ""
     else:
-        acc = f": about {dense if dense > 1 else 100 * dense:.0f} % right on CIFAR-10 test images"
+        acc = f": {dense if dense > 1 else 100 * dense:.0f} % right on CIFAR-10 test images"
     size = bundle.input.crop_size
     classes = ", ".join(labels) if len(labels) <= 10 else f"{len(labels)} classes"
     text = CIFAR10_SCOPE.format(variant=bundle.variant, size=size, n=len(labels), classes=classes, acc=acc)
@@ -338,8 +337,7 @@ def demo(ctx: click.Context, bundle_dir: str, threads: int, data: str | None, do
             click.echo(line)
         if source is None:
             click.echo("  accuracies: pass --data PATH (labelled images) or --download to measure both")
-    click.echo(f"\nNext: athe run {bundle} --input PATH  (measure on a device)")
-    click.echo(f"      athe demo serve --bundle {bundle}  (the phone demo)")
+    click.echo(f"\nNext: athe run {bundle} --input PATH; phone demo: make demo-web")
 
 
 @demo.command("serve")

@@ -26,6 +26,7 @@ import ctypes
 import io
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -184,8 +185,9 @@ def dropping(*lines: str) -> Iterator[None]:
 
 
 class _ProgressHandler(logging.Handler):
-    """The converter's records on the terminal: one numbered line per INFO record (one per
-    artifact), warnings and errors as they are."""
+    """The converter's records on the terminal, one line each: numbered INFO records (one per
+    artifact), warnings and errors cut to the terminal's width when the full text goes to the
+    log; every record also goes to the log."""
 
     def __init__(self, capture: Capture, expected: int | None) -> None:
         super().__init__(logging.INFO)
@@ -193,12 +195,20 @@ class _ProgressHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            message = record.getMessage()
+            if not self.capture.live:  # sys.stderr is the log inside ``captured``
+                print(f"{record.levelname} {record.name}: {message}", file=sys.stderr, flush=True)
             if record.levelno >= logging.WARNING:
-                self.capture.echo(f"  {record.levelname.lower()}: {record.getMessage()}")
+                line = f"  {record.levelname.lower()}: {message}"
+                width = shutil.get_terminal_size((80, 24)).columns
+                if self.capture.log_path is not None and len(line) > width:
+                    more = f"… (all in {CONVERT_LOG})"
+                    line = line[: max(20, width - len(more))] + more
+                self.capture.echo(line)
                 return
             self.count += 1
             of = f"/{self.expected}" if self.expected else ""
-            self.capture.echo(f"  [{self.count}{of}] {record.getMessage()}")
+            self.capture.echo(f"  [{self.count}{of}] {message}")
         except Exception:  # a progress line must never fail a conversion
             self.handleError(record)
 
