@@ -240,11 +240,12 @@ def _compare(candidates: list[Candidate], source: ImageSource, meter: EnergyMete
     names = [c.name for c in candidates]
     before = snapshot()
     console.print(f"comparing {len(candidates)} candidates on {source.describe()}, "
-                  f"{repeat} repeat(s), interleaved per image; energy: {meter_text}", markup=False)
+                  f"{repeat} repeat{'s' if repeat != 1 else ''}, interleaved per image; energy: {meter_text}", markup=False)
     for c in candidates:
         info = c.dispatcher.info()
+        threads = info.get("threads")
         console.print(f"  {escape(c.name)}: {escape(c.bundle)} policy {escape(c.policy)}, {info['backend']} "
-                      f"{info.get('threads')} threads"
+                      f"{threads} thread{'s' if threads != 1 else ''}"
                       + (" [bold white on red] RANDOM WEIGHTS [/]" if c.info["random_weights"] else ""))
     for note in source.notes:
         console.print(f"  note: {note}", markup=False)

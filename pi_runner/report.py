@@ -506,10 +506,15 @@ def fit_table(console: Any, title: str, columns: Sequence[Column]) -> Any:
 
     First the compact forms of cells are used, then optional columns are hidden (lowest
     ``drop`` first) until the table's natural width fits; a caption names what was hidden.
-    A console of :data:`WIDE_COLUMNS` or more (``--wide``) shows everything.
+    A console of :data:`WIDE_COLUMNS` or more (``--wide``) shows everything. A title or
+    caption wider than the table is printed as its own line above or below it (wrapped at the
+    console's width, not the table's).
     """
+    from rich.cells import cell_len
+    from rich.console import Group
     from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
     width = int(getattr(console, "width", 80) or 80)
     cols = list(columns)
@@ -527,20 +532,29 @@ def fit_table(console: Any, title: str, columns: Sequence[Column]) -> Any:
                              if i < len(c.cells) else "") for c in cols])
         return table
 
-    def fits(table: Table) -> bool:  # the natural width, measured without the console's limit
-        return Measurement.get(console, console.options.update_width(10_000), table).maximum <= width
+    def natural(table: Table) -> int:  # the natural width, measured without the console's limit
+        return Measurement.get(console, console.options.update_width(10_000), table).maximum
+
+    def fits(table: Table) -> bool:
+        return natural(table) <= width
 
     table = build(cols, compact=False)
-    if width >= WIDE_COLUMNS or fits(table):
-        return table
-    table = build(cols, compact=True)
-    for column in sorted((c for c in cols if c.drop is not None), key=lambda c: c.drop or 0):
-        if fits(table):
-            break
-        cols = [c for c in cols if c is not column]
-        hidden.append(column.header)
+    if not (width >= WIDE_COLUMNS or fits(table)):
         table = build(cols, compact=True)
-    return table
+        for column in sorted((c for c in cols if c.drop is not None), key=lambda c: c.drop or 0):
+            if fits(table):
+                break
+            cols = [c for c in cols if c is not column]
+            hidden.append(column.header)
+            table = build(cols, compact=True)
+    titled = [table.title, table.caption]
+    table.title = table.caption = None
+    inner = natural(table)
+    above = [Text(str(titled[0]))] if titled[0] and cell_len(str(titled[0])) > inner else []
+    below = [Text(str(titled[1]))] if titled[1] and cell_len(str(titled[1])) > inner else []
+    table.title = None if above else titled[0]
+    table.caption = None if below else titled[1]
+    return Group(*above, table, *below) if above or below else table
 
 
 def print_latency_table(summaries: Mapping[str, LatencySummary],
@@ -593,14 +607,14 @@ def print_latency_table(summaries: Mapping[str, LatencySummary],
 
 
 def print_energy_table(energy: Mapping[str, PerImageEnergy], console: Console,
-                       title: str = "Energy per image (J), mean ± std over repeats") -> None:
+                       title: str = "Energy (J/image, mean ± std of repeats") -> None:
     """Gross and net J/image per run, idle watts, repeats and validity; estimates say so."""
     from rich.markup import escape
 
     methods = sorted({e.method for e in energy.values()})
-    title += f" ({', '.join(methods)})"
+    title += f"; {', '.join(methods)})"
     if any(e.is_estimate for e in energy.values()):
-        title += " MODEL ESTIMATE, not measured"
+        title += ": MODEL ESTIMATE, not measured"
     runs = list(energy.values())
     columns = [
         Column("run", [escape(name) for name in energy], justify="left"),

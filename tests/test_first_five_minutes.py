@@ -363,3 +363,30 @@ def test_a_long_converter_warning_is_one_line_and_whole_in_the_log(tmp_path: Pat
     assert line.startswith("  warning: exits not calibrated: xxx") and line.endswith("… (all in convert.log)")
     assert len(line) <= 80
     assert "WARNING athe.convert.bundle: exits not calibrated: " + "x" * 200 in (tmp_path / "b" / "convert.log").read_text()
+
+
+@pytest.mark.slow
+def test_run_and_compare_read_correctly_at_80_columns(demo_bundle: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from athe.cli import cli
+
+    monkeypatch.setenv("COLUMNS", "80")
+    photos = _photos(tmp_path)
+    common = ["--input", str(photos), "--threads", "1", "--warmup", "1", "--no-progress", "--no-plots"]
+    result = CliRunner().invoke(cli, ["run", str(demo_bundle), *common, "--energy", "estimate:5",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    _fits(result.output)
+    result = CliRunner().invoke(cli, ["run", "compare", str(demo_bundle), "--policies", "fixed:simple,fixed:dense",
+                                      *common,
+                                      "--energy", "estimate:5", "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    _fits(result.output)
+    assert "(2 images × 3 repeats, interleaved per image)" in result.output
+    assert "× mean" in result.output and "× J" in result.output and "J/img (est)" in result.output
+    wide = CliRunner().invoke(cli, ["run", "compare", str(demo_bundle), "--policies", "fixed:simple,fixed:dense",
+                                    *common, "--energy", "none", "--wide", "--out", str(tmp_path / "wide")])
+    assert wide.exit_code == 0, wide.output
+    assert "p50 ms" in wide.output and "× p50" in wide.output and "hidden to fit" not in wide.output
