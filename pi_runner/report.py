@@ -466,7 +466,7 @@ def accuracy_line(top1: float, images: int, repeats: int) -> str:
 def rss_line(peak_bytes: int | None) -> str:
     """The one RSS figure of a run: the peak as written to ``summary.json`` (``peak_rss_bytes``)."""
     value = f"{peak_bytes / 2**20:.1f} MiB" if peak_bytes is not None else "unknown"
-    return f"peak RSS {value} (process peak up to the summary; summary.json peak_rss_bytes)"
+    return f"peak RSS {value} (summary.json peak_rss_bytes)"
 
 
 def energy_line(meter_found: bool, message: str) -> str:
@@ -474,7 +474,7 @@ def energy_line(meter_found: bool, message: str) -> str:
     if meter_found:
         return f"energy: {message}"
     if message.startswith("no energy meter found"):
-        return f"energy: not measured, latency only: --energy auto {message}"
+        return "energy: not measured, latency only: --energy auto found no meter" + message[len("no energy meter found"):]
     return f"energy: not measured, latency only ({message})"
 
 
