@@ -267,6 +267,13 @@ def quiet_conversion(out: str | Path, verbose: bool = False, expected: int | Non
         with lines as handler:
             try:
                 yield result
+            except BaseException:
+                if pending is not None:
+                    _flush_python()
+                    if pending.exists() and pending.stat().st_size == 0:  # refused before any log
+                        pending.unlink()
+                        result.log_path = None
+                raise
             finally:
                 result.seconds = time.time() - start
                 result.artifacts = handler.count if handler is not None else 0

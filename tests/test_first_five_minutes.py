@@ -390,3 +390,16 @@ def test_run_and_compare_read_correctly_at_80_columns(demo_bundle: Path, tmp_pat
                                     *common, "--energy", "none", "--wide", "--out", str(tmp_path / "wide")])
     assert wide.exit_code == 0, wide.output
     assert "p50 ms" in wide.output and "× p50" in wide.output and "hidden to fit" not in wide.output
+
+
+def test_a_refusal_before_any_log_leaves_no_log_file(tmp_path: Path) -> None:
+    proc = _python("""
+        from athe.quiet import quiet_conversion
+        try:
+            with quiet_conversion("b") as log:
+                raise ValueError("output folder exists")
+        except ValueError:
+            print(log.log_path)
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "None\n" and not (tmp_path / "b.convert.log").exists()
