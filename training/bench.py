@@ -30,8 +30,8 @@ from athe.variants import get_variant
 def _step_fn(variant, cfg: TrainConfig, precision: str, fused: bool, compile_: bool, batch: int):
     torch.manual_seed(0)
     model = build_model(variant).train()
-    for blk in model.blocks:
-        blk.attn.fused_attn = fused
+    for blk in model.ablocks():
+        blk.attn.set_fused_attn(fused)
     run = torch.compile(model) if compile_ else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     S = variant.backbone.img_size

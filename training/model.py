@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,12 @@ class AtheAttention(Attention):
     ``heads`` heads (slices of ``qkv.weight`` rows and ``proj.weight`` columns) and can return
     the CLS row of the attention averaged over those heads. ``forward`` is timm's, unchanged.
     """
+
+    def set_fused_attn(self, fused: bool) -> None:
+        """Choose SDPA (True) or the explicit softmax(QK^T)V path (False) for this layer."""
+        # timm declares ``fused_attn`` Final (a TorchScript constant, set in __init__); it is a
+        # plain per-instance bool that ``forward``/``forward_level`` read on every call.
+        self.fused_attn = fused  # type: ignore[misc]
 
     def forward_level(
         self, x: torch.Tensor, heads: int, need_scores: bool
@@ -128,6 +135,9 @@ class AtheBlock(Block):
     ``forward`` is timm's, unchanged.
     """
 
+    # timm types ``Block.attn`` as a plain ``nn.Module``; ours is always an ``AtheAttention``.
+    attn: AtheAttention
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs["attn_layer"] = AtheAttention
         super().__init__(*args, **kwargs)
@@ -189,7 +199,10 @@ class ConvStemPatchEmbed(PatchEmbed):
                        nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
             c_in = c_out
         layers.append(nn.Conv2d(c_in, embed_dim, 1))
-        self.proj = nn.Sequential(*layers)
+        # timm types ``proj`` as the single ``Conv2d``; the stem replaces it by design (only
+        # ``forward`` calls it here; timm's patch-size resampling, which needs the Conv2d, is
+        # not supported with the conv stem).
+        self.proj = nn.Sequential(*layers)  # type: ignore[assignment]
 
 
 def resolve_level(variant_levels: dict[str, Level], level: str | Level | None) -> Level | None:
@@ -226,6 +239,14 @@ class AtheViT(VisionTransformer):
         #: False when the loaded weights had no exit heads (they are then random).
         self.exits_trained = True
 
+    def ablock(self, i: int) -> AtheBlock:
+        """Block ``i`` typed as the ``AtheBlock`` it is (timm types ``blocks`` as Sequential)."""
+        return cast(AtheBlock, self.blocks[i])
+
+    def ablocks(self) -> list[AtheBlock]:
+        """Every block, in order, typed as ``AtheBlock``."""
+        return [self.ablock(i) for i in range(len(self.blocks))]
+
     def keep_counts(self, level: Level) -> dict[int, int]:
         """``{block: tokens kept besides CLS}`` for ``level`` (static, from the schedule)."""
         counts, n = {}, self.patch_embed.num_patches
@@ -248,7 +269,7 @@ class AtheViT(VisionTransformer):
         x = self.patch_embed(x)
         x = self._pos_embed(x)
         x = self.norm_pre(self.patch_drop(x))
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.ablocks()):
             x = blk.forward_level(x, heads, counts.get(i), fuse)
             if token_trace is not None:
                 token_trace.append(x.shape[1])
@@ -301,9 +322,9 @@ class AtheViT(VisionTransformer):
         start, stop = st.blocks
         for b in range(start, stop):
             if b == stop - 1 and self.needs_scores(index):
-                x, out_scores = self.blocks[b].forward_scored(x, heads)
+                x, out_scores = self.ablock(b).forward_scored(x, heads)
             else:
-                x = self.blocks[b].forward_level(x, heads, None, False)
+                x = self.ablock(b).forward_level(x, heads, None, False)
         if index == len(self.stages) - 1:
             logits = self.forward_head(self.norm(x))
         else:
@@ -410,7 +431,7 @@ def permute_heads(model: AtheViT, block: int, order: Sequence[int]) -> None:
         block: block index.
         order: new head ``i`` is old head ``order[i]``.
     """
-    attn = model.blocks[block].attn
+    attn = model.ablock(block).attn
     hd, inner = attn.head_dim, attn.attn_dim
     cols = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in order])
     rows = torch.cat([cols + j * inner for j in range(3)])
@@ -427,7 +448,7 @@ def head_importance(model: AtheViT, images: torch.Tensor, labels: torch.Tensor) 
     base = F.cross_entropy(model(images), labels).item()
     H = model.cfg.num_heads
     out = torch.zeros(len(model.blocks), H)
-    for b, blk in enumerate(model.blocks):
+    for b, blk in enumerate(model.ablocks()):
         attn = blk.attn
         hd = attn.head_dim
         saved = attn.proj.weight.clone()
