@@ -248,6 +248,7 @@ def _demo_data(data: str | None, download: bool, labels: Sequence[str], limit: i
                 raise click.ClickException(f"could not download CIFAR-10 into {root}: {exc}; "
                                            "pass --data with a labelled folder or archive instead") from None
         data = str(root)
+    assert data is not None  # given, or the download folder
     try:
         source = open_inputs(data, labels, limit=limit, shuffle=0, split="test")
     except InputError as exc:
