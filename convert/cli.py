@@ -25,7 +25,7 @@ from athe.variants import VARIANTS
 @click.option("--calibration-samples", type=click.IntRange(1), default=64, show_default=True,
               help="int8-static: calibration images, disjoint from the parity images.")
 @click.option("--tflite-form", type=click.Choice(["plain", "rewrite"]), default="plain", show_default=True,
-              help="Export form of the .tflite levels: plain (training forward, fastest on LiteRT) or rewrite "
+              help="Export form of the .tflite levels and stages: plain (training forward, fastest on LiteRT) or rewrite "
                    "(the XNNPACK form the .pte files always use).")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Fixed batch of the artifacts.")
 @click.option("--reference", is_flag=True, help="Also write .pt2 files for the torch reference backend.")
@@ -34,7 +34,7 @@ from athe.variants import VARIANTS
 def convert(variant: str, checkpoint: str | None, random_weights: bool, formats: str, quantize: str,
             data: str | None, parity_samples: int, calibration_samples: int, tflite_form: str, batch_size: int, reference: bool, out: str | None,
             force: bool) -> None:
-    """Export every level and the router of VARIANT as a verified bundle."""
+    """Export every level, every stage of the exit chain and the router of VARIANT as a verified bundle."""
     from athe.convert.bundle import ConvertError, ConvertOptions, convert_bundle
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
