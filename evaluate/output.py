@@ -79,10 +79,26 @@ def plot_pareto(result: EvalResult, path: Path) -> Path:
         if "dense" in by:
             d = by["dense"]
             ax.plot([getattr(d, key) * scale], [d.accuracy], "o", mfc="none", mec="k", ms=11, label="dense", zorder=4)
+        exits = [r for r in result.rows if r.name.startswith("exit:")]
+        if exits:
+            ax.plot([getattr(r, key) * scale for r in exits], [r.accuracy for r in exits], "^-",
+                    color="tab:orange", ms=7, lw=1, label="each exit alone", zorder=3)
+            for r in exits:
+                ax.annotate(r.name, (getattr(r, key) * scale, r.accuracy), textcoords="offset points",
+                            xytext=(5, 4), fontsize=8, color="tab:orange")
+        for name, marker, color, text in (("random-exits", "D", "tab:brown", "random exits @ gate fractions"),
+                                          ("oracle-exit", "*", "tab:olive", "oracle exit"),
+                                          ("exit-maxsoftmax", "v", "tab:pink", "max-softmax exits"),
+                                          ("exit-logistic", "v", "tab:pink", "logistic-gate exits"),
+                                          ("exit-gate", "P", "tab:orange", "exit gate (default policy)")):
+            if name in by:
+                r = by[name]
+                ax.plot([getattr(r, key) * scale], [r.accuracy], marker, color=color, mec="k",
+                        ms=11 if name == "exit-gate" else 8, label=text, zorder=5)
         if "athe" in by:
             a = by["athe"]
             ax.plot([getattr(a, key) * scale], [a.accuracy], "o", color="tab:red", mec="k", ms=10,
-                    label="ATHE (calibrated)", zorder=5)
+                    label="router over levels (calibrated)", zorder=5)
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 (%)")
         ax.grid(True, alpha=0.3)
@@ -119,18 +135,31 @@ def print_report(result: EvalResult, console: Any = None) -> None:
     cost = Table(title=f"{title}: cost per image (latency = preprocess + chosen level + router)")
     for col in ("row", "MACs (M)", "mean ms", "p50 ms", "p90 ms", "router %", *(["J/img"] if energy else [])):
         cost.add_column(col, justify="left" if col == "row" else "right")
+    exit_rows = [r for r in result.rows if not set(r.fraction) <= set(names)]
     for r in result.rows:
-        style = "bold" if r.name == "athe" else None
+        style = "bold" if r.name in ("athe", "exit-gate") else None
         top1 = _pct(r.accuracy) + (f" ± {_pct(r.accuracy_std)}" if r.accuracy_std is not None else "")
-        groups = [f"{r.fraction[n]:.0%} · {_pct(r.group_accuracy[n], '.1f')}" if r.fraction[n] > 0 else "–"
-                  for n in names]
-        accuracy.add_row(r.name, top1, *groups, style=style)
+        if r not in exit_rows:
+            groups = [f"{r.fraction[n]:.0%} · {_pct(r.group_accuracy[n], '.1f')}" if r.fraction[n] > 0
+                      else "–" for n in names]
+            accuracy.add_row(r.name, top1, *groups, style=style)
         cells = [r.name, f"{r.mean_macs / 1e6:.2f}", f"{r.latency_mean_ms:.3f}", f"{r.latency_p50_ms:.3f}",
                  f"{r.latency_p90_ms:.3f}", f"{100 * r.router_share:.1f}"]
         if energy:
             cells.append("–" if r.energy_j is None else f"{r.energy_j:.4g}" + (" *" if r.energy_note else ""))
         cost.add_row(*cells, style=style)
     console.print(accuracy)
+    if exit_rows:
+        stages = list(exit_rows[0].fraction)
+        ex = Table(title=f"{title}: exits (per exit: share answering there · top-1 of that group)")
+        for col in ("row", "top-1 %", *stages):
+            ex.add_column(col, justify="left" if col == "row" else "right")
+        for r in exit_rows:
+            top1 = _pct(r.accuracy) + (f" ± {_pct(r.accuracy_std)}" if r.accuracy_std is not None else "")
+            ex.add_row(r.name, top1, *[f"{r.fraction[n]:.0%} · {_pct(r.group_accuracy[n], '.1f')}"
+                                       if r.fraction[n] > 0 else "–" for n in stages],
+                       style="bold" if r.name == "exit-gate" else None)
+        console.print(ex)
     console.print(cost)
     if any(r.energy_note for r in result.rows):
         console.print("* router energy not given in the energy JSON: excluded from routed rows")

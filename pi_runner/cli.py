@@ -120,8 +120,9 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Split of a CIFAR folder."),
         click.option("--no-labels", "ignore_labels", is_flag=True,
                      help="Ignore class folders (no accuracy)."),
-        click.option("--thresholds", default=None, metavar="LEVEL=P,...",
-                     help="Override router thresholds, e.g. simple=0.7,complex=0.5."),
+        click.option("--thresholds", default=None, metavar="NAME=P,...",
+                     help="Override exit thresholds (s1=0.9,s2=0.8) or router thresholds "
+                          "(simple=0.7,complex=0.5), per the policy."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of the random policy."),
         click.option("--energy", default="auto", show_default=True, metavar="METER",
@@ -188,8 +189,9 @@ def run(ctx: click.Context) -> None:
 
 @run.command("measure")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--policy", default="router", show_default=True,
-              help="router, fixed:<level>, random:<fraction>, random:<level>=<share>,..., oracle.")
+@click.option("--policy", default=None,
+              help="exit, exit:<stage>, router, fixed:<level>, random:<fraction>, "
+                   "random:<level>=<share>,..., oracle [default: the bundle's: exit with stages, else router].")
 @click.option("--level-energy/--no-level-energy", default=True, show_default=True,
               help="With a meter, also measure each level in its own fixed-level passes.")
 @_common_options
@@ -202,7 +204,7 @@ def measure(bundle: Path, policy: str, level_energy: bool, input_spec: str, back
     from athe.pi_runner.runner import run_bundle
 
     _check_energy(energy, repeat)
-    out = out or _default_out(f"{bundle.resolve().name}-{policy}")
+    out = out or _default_out(f"{bundle.resolve().name}-{policy or 'default'}")
     _call(out, lambda: run_bundle(
         bundle, input_spec, out=out, backend=backend, threads=threads, policy=policy,
         thresholds=_thresholds(thresholds), seed=seed, warmup=warmup, repeat=repeat, limit=limit,
@@ -213,8 +215,9 @@ def measure(bundle: Path, policy: str, level_energy: bool, input_spec: str, back
 
 @run.command("compare")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--policies", default="router", show_default=True, metavar="P1,P2,...",
-              help="Policies to run for every bundle, e.g. router,fixed:dense.")
+@click.option("--policies", default="default", show_default=True, metavar="P1,P2,...",
+              help="Policies to run for every bundle, e.g. exit,router,fixed:dense "
+                   "('default': the bundle's own).")
 @_common_options
 def compare(bundles: tuple[Path, ...], policies: str, input_spec: str, backend: str,
             threads: int | None, warmup: int, repeat: int, limit: int | None,

@@ -215,8 +215,10 @@ def compare_runs(bundles: Sequence[str | Path], inputs: str | Path | ImageSource
     try:
         candidates = []
         for name, b, p in named:
-            loaded = load_bundle(b, backend, threads, p,
-                                 thresholds if p.strip().lower() == "router" else None, seed)
+            policy = None if p.strip().lower() == "default" else p
+            loaded = load_bundle(b, backend, threads, policy,
+                                 thresholds if p.strip().lower() in ("router", "exit", "default") else None,
+                                 seed)
             candidates.append(Candidate(name, b, p, loaded.dispatcher, loaded.info))
         first_labels = candidates[0].dispatcher.bundle.labels
         source = open_source(inputs, first_labels, limit, shuffle, split, ignore_labels)
@@ -255,7 +257,7 @@ def _compare(candidates: list[Candidate], source: ImageSource, meter: EnergyMete
 
     def summarize(rows: Sequence[Mapping[str, Any]], complete: bool) -> dict[str, Any]:
         reports = {c.name: latency_report([r for r in rows if r["run"] == c.name],
-                                          c.dispatcher.level_names) for c in candidates}
+                                          c.dispatcher.options) for c in candidates}
         energies = {}
         if meter is not None:
             for n in names:
@@ -333,7 +335,7 @@ def _compare(candidates: list[Candidate], source: ImageSource, meter: EnergyMete
     for line in state["guard"].warnings:
         if line not in governor_warnings(before):  # those were printed at the start
             console.print(f"[yellow]warning:[/] {escape(line)}")
-    reports = {c.name: latency_report([r for r in rows if r["run"] == c.name], c.dispatcher.level_names)
+    reports = {c.name: latency_report([r for r in rows if r["run"] == c.name], c.dispatcher.options)
                for c in candidates}
     energies = {n: e for n in names
                 if (e := energy_of(state["readings"][n], len(samples), state["idle"], True)) is not None}

@@ -88,7 +88,7 @@ from athe.pi_runner.system import (
 )
 from athe.runtime.backends import BACKEND_FORMATS, load_backend
 from athe.runtime.bundle import MANIFEST_NAME, Bundle
-from athe.runtime.dispatcher import STAGES, Dispatcher, Prediction, parse_policy, rss_bytes
+from athe.runtime.dispatcher import STAGES, Dispatcher, DispatchError, Prediction, rss_bytes
 from athe.runtime.manifest import sha256_file
 from athe.runtime.preprocess import ImageError
 
@@ -173,7 +173,7 @@ class LoadedBundle:
 
 
 def load_bundle(bundle: str | Path, backend: str | Any = "litert", threads: int | None = None,
-                policy: str = "router", thresholds: dict[str, float] | None = None,
+                policy: str | None = None, thresholds: dict[str, float] | None = None,
                 seed: int = 0) -> LoadedBundle:
     """Verify the bundle (only the backend's format) and preload the router and every level.
 
@@ -192,6 +192,7 @@ def load_bundle(bundle: str | Path, backend: str | Any = "litert", threads: int 
     manifest = opened.manifest
     info = {
         "path": str(opened.path), "variant": opened.variant, "levels": opened.level_names,
+        "stages": opened.stage_names, "policy": dispatcher.policy.text,
         "router": opened.router is not None, "labels": len(opened.labels),
         "manifest_sha256": sha256_file(opened.path / MANIFEST_NAME),
         "random_weights": random_weights(manifest), "precision": manifest.precision,
@@ -217,11 +218,10 @@ def rotated(items: Sequence[Any], start: int) -> list[Any]:
 @contextmanager
 def forced_policy(dispatcher: Dispatcher, policy: str) -> Iterator[None]:
     """Run ``dispatcher`` with another policy on the same loaded models, then restore it."""
-    saved = dispatcher.policy
-    parsed = parse_policy(policy, dispatcher.level_names)
-    if parsed.kind == "router" and dispatcher.router is None:
-        raise ValueError(f"cannot force {policy!r}: the bundle has no router")
-    dispatcher.policy = parsed
+    try:
+        saved = dispatcher.force_policy(policy)
+    except DispatchError as exc:
+        raise ValueError(str(exc)) from None
     try:
         yield
     finally:
@@ -310,6 +310,7 @@ class _RunState:
     before: SystemSnapshot
     meter_text: str
     meter: EnergyMeter | None = None
+    fixed_policies: dict[str, str] = field(default_factory=dict)
     idle: EnergyReading | None = None
     idle_note: str | None = None
     pass_order: list[list[str]] = field(default_factory=list)
@@ -375,7 +376,8 @@ def build_summary(rows: Sequence[Mapping[str, Any]], state: _RunState, complete:
 # -- printing --------------------------------------------------------------------------------
 def _print_end(console: Any, report: dict[str, Any], per_run: dict[str, PerImageEnergy],
                state: _RunState, files: Mapping[str, Path]) -> None:
-    level_energy = {lv: per_run[f"fixed:{lv}"] for lv in state.level_names if f"fixed:{lv}" in per_run}
+    level_energy = {lv: per_run[p] for lv in state.level_names
+                    if (p := state.fixed_policies.get(lv, f"fixed:{lv}")) in per_run}
     if state.main_name in per_run:
         level_energy[OVERALL] = per_run[state.main_name]
     has_net = level_energy and all(e.net_j_per_image is not None for e in level_energy.values())
@@ -428,7 +430,7 @@ def check_source(source: ImageSource, policy_kinds: Sequence[str]) -> None:
 
 def run_bundle(bundle: str | Path, inputs: str | Path | ImageSource | Sequence[Sample], *,
                out: str | Path, backend: str | Any = "litert", threads: int | None = None,
-               policy: str = "router", thresholds: dict[str, float] | None = None, seed: int = 0,
+               policy: str | None = None, thresholds: dict[str, float] | None = None, seed: int = 0,
                warmup: int = 10, repeat: int = 3, limit: int | None = None,
                shuffle: int | None = None, split: str = "test", ignore_labels: bool = False,
                energy: str | EnergyMeter | None = "none", idle_seconds: float = 10.0,
@@ -491,8 +493,11 @@ def _measure(loaded: LoadedBundle, source: ImageSource, meter: EnergyMeter | Non
     samples = source.samples
     labels = dispatcher.bundle.labels
     main = dispatcher.policy.text
-    fixed = dispatcher.policy.level if dispatcher.policy.kind == "fixed" else None
-    side = ([f"fixed:{lv}" for lv in dispatcher.level_names if lv != fixed]
+    fixed = (dispatcher.policy.level if dispatcher.policy.kind == "fixed"
+             else dispatcher.policy.stage if dispatcher.policy.kind == "fixed-exit" else None)
+    options = dispatcher.options  # levels, or the stages under an exit policy
+    fixed_policies = {o: dispatcher.fixed_policy(o) for o in options}
+    side = ([fixed_policies[o] for o in options if o != fixed]
             if meter is not None and opts.level_energy else [])
     settings = {
         "backend": info["backend"], "backend_version": info.get("version"), "format": info["format"],
@@ -504,8 +509,9 @@ def _measure(loaded: LoadedBundle, source: ImageSource, meter: EnergyMeter | Non
     environment = {**environment_info(), "bundle_manifest_sha256": bundle_info["manifest_sha256"],
                    "backend": info["backend"], "backend_version": info.get("version"),
                    "threads": info.get("threads"), "random_weights": bundle_info["random_weights"]}
-    console.print(f"bundle {bundle_info['path']} ({bundle_info['variant']}), levels "
-                  f"{', '.join(dispatcher.level_names)}, backend {info['backend']} "
+    what = "exits" if options != list(dispatcher.level_names) else "levels"
+    console.print(f"bundle {bundle_info['path']} ({bundle_info['variant']}), {what} "
+                  f"{', '.join(options)}, backend {info['backend']} "
                   f"{info.get('version', '')}, {info.get('threads')} threads, policy {main}", markup=False)
     load = bundle_info["load"]
     rss = load["rss_after_load_bytes"]
@@ -522,7 +528,7 @@ def _measure(loaded: LoadedBundle, source: ImageSource, meter: EnergyMeter | Non
     for line in governor_warnings(before):
         console.print(f"[yellow]warning:[/] {escape(line)}")
     state = _RunState(settings=settings, bundle=bundle_info, inputs=source.info(),
-                      environment=environment, level_names=list(dispatcher.level_names),
+                      environment=environment, level_names=list(options), fixed_policies=fixed_policies,
                       main_name=main, images_per_repeat=len(samples), before=before,
                       meter_text=meter_text, meter=meter)
     passes = [main, *side]

@@ -321,9 +321,10 @@ class Dispatcher:
             if threads is not None:
                 raise DispatchError("threads applies to a backend given by name; set it on the backend object")
             self.backend = backend
-        self.format = fmt or BACKEND_FORMATS.get(self.backend.name) or getattr(self.backend, "format", None)
-        if not self.format:
+        found = fmt or BACKEND_FORMATS.get(self.backend.name) or getattr(self.backend, "format", None)
+        if not found:
             raise DispatchError(f"backend {self.backend.name!r} has no default format; pass fmt=")
+        self.format: str = str(found)
         if not isinstance(bundle, Bundle):
             bundle = Bundle.open(bundle, formats=[self.format])
         elif self.format not in bundle.formats:
@@ -345,15 +346,32 @@ class Dispatcher:
         self.preprocessor = Preprocessor(bundle.input, max_pixels)
         self.loads: list[ArtifactLoad] = []
         chain = self.policy.kind in ("exit", "fixed-exit")
-        # An exit policy loads only the chain; the other policies only the levels (+ router).
-        self.router: LoadedModel | None = (
-            self._load("router") if bundle.router is not None and not chain else None)
-        self.levels: dict[str, LoadedModel] = (
-            {} if chain else {name: self._load(name) for name in self.level_names})
-        self.stages: dict[str, LoadedModel] = (
-            {name: self._load(f"stage:{name}") for name in self.stage_names} if chain else {})
+        # Everything is preloaded (router, levels, stages), so a runner can force any policy
+        # on the same models (fixed-level and fixed-exit energy passes).
+        self.router: LoadedModel | None = self._load("router") if bundle.router is not None else None
+        self.levels: dict[str, LoadedModel] = {name: self._load(name) for name in self.level_names}
+        self.stages: dict[str, LoadedModel] = {name: self._load(f"stage:{name}") for name in self.stage_names}
         self.exit_thresholds = self._merge_exit_thresholds(thresholds if chain else None)
         self._check_shapes()
+
+    @property
+    def options(self) -> list[str]:
+        """What ``Prediction.level`` can be under the current policy: the stages for exit
+        policies, else the levels (cheapest first)."""
+        return list(self.stage_names) if self.policy.kind in ("exit", "fixed-exit") else list(self.level_names)
+
+    def fixed_policy(self, option: str) -> str:
+        """The policy that always answers with ``option`` (``exit:<stage>`` or ``fixed:<level>``)."""
+        return f"exit:{option}" if self.policy.kind in ("exit", "fixed-exit") else f"fixed:{option}"
+
+    def force_policy(self, text: str) -> Policy:
+        """Switch to another policy on the same loaded models; returns the previous one."""
+        saved = self.policy
+        parsed = parse_policy(text, self.level_names, self.stage_names)
+        if parsed.kind == "router" and self.router is None:
+            raise DispatchError(f"cannot use {text!r}: the bundle has no router")
+        self.policy = parsed
+        return saved
 
     # -- setup -------------------------------------------------------------------------------
     def _merge_exit_thresholds(self, override: dict[str, float] | None) -> dict[str, float]:
@@ -406,8 +424,8 @@ class Dispatcher:
         n_labels = len(self.bundle.labels)
         first = self.bundle.stages[0] if self.stages else None
         if first is not None:
-            model = self.stages[first.name]
-            shapes = getattr(model, "input_shapes", [tuple(model.input_shape)])
+            stage_model = self.stages[first.name]
+            shapes = getattr(stage_model, "input_shapes", [tuple(stage_model.input_shape)])
             if tuple(shapes[0]) != want:
                 raise DispatchError(f"stage {first.name} artifact takes input {tuple(shapes[0])} but the "
                                     f"bundle's input spec gives {want}; re-convert the bundle")
@@ -501,16 +519,16 @@ class Dispatcher:
                   timings: dict[str, float]) -> Prediction:
         target = self._target(label)
         if self.policy.kind in ("exit", "fixed-exit"):
-            exit_name, logits, stage_ms, gates, gate_ms = self._run_chain(x, self.policy.stage)
+            exit_name, exit_logits, stage_ms, gates, gate_ms = self._run_chain(x, self.policy.stage)
             infer_ms = sum(stage_ms.values())
-            index = int(np.argmax(logits))
-            z = logits.astype(np.float64) - float(logits.max())
+            index = int(np.argmax(exit_logits))
+            z = exit_logits.astype(np.float64) - float(exit_logits.max())
             labels = self.bundle.labels
             timings.update(route=gate_ms, infer=infer_ms, total=(time.perf_counter() - start) * 1e3)
             return Prediction(
                 label=index, label_name=labels[index] if index < len(labels) else str(index),
                 probability=float(1.0 / np.exp(z).sum()), level=exit_name, router_scores={},
-                logits=logits, timings_ms=timings, target=target, exit=exit_name,
+                logits=exit_logits, timings_ms=timings, target=target, exit=exit_name,
                 stage_ms=stage_ms, gate_scores=gates,
             )
         scores: dict[str, float] = {}

@@ -348,9 +348,9 @@ def _gate(d: dict, where: str) -> GateSpec:
         n = len(gate.weights)
         if n == 0 or len(gate.mean) != n or len(gate.std) != n:
             raise ManifestError(f"{where}: weights, mean and std must have the same non-zero length "
-                                f"(got {n}, {len(gate.mean)}, {len(gate.std)}); re-run 'athe train gates'")
+                                f"(got {n}, {len(gate.mean)}, {len(gate.std)}); re-run 'athe train router' (it fits the exit gates)")
         if any(not s > 0 for s in gate.std):
-            raise ManifestError(f"{where}.std: every value must be > 0; re-run 'athe train gates'")
+            raise ManifestError(f"{where}.std: every value must be > 0; re-run 'athe train router' (it fits the exit gates)")
     return gate
 
 

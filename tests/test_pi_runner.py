@@ -359,7 +359,9 @@ def test_run_bundle_end_to_end_estimate(bundle: Path, dataset: Path, tmp_path: P
     assert len(s["bundle"]["manifest_sha256"]) == 64
     assert s["random_weights"] is False and s["settings"]["threads"] == 1
     assert s["bundle"]["load"]["models_load_s"] > 0 and s["peak_rss_bytes"] > 10_000_000
-    assert len(s["bundle"]["load"]["artifacts"]) == 4
+    # router + every level + every stage of the chain, all preloaded
+    owners = [a["owner"] for a in s["bundle"]["load"]["artifacts"]]
+    assert owners == ["router", "simple", "complex", "dense", "stage:s1", "stage:s2", "stage:s3"]
     assert "throttled" in s["system"] and s["system"]["after"]["cores"] >= 1
 
     # energy: a labelled estimate everywhere; J/image = 2 W x the pass's wall time per image
@@ -440,7 +442,7 @@ def test_meter_failing_mid_run_marks_energy_invalid(bundle: Path, image_folder: 
             return "fake 1 W meter"
 
     result = run_bundle(bundle, image_folder, out=tmp_path / "run", threads=1, warmup=1, repeat=3,
-                        energy=FlakyMeter(), idle_seconds=0.05, level_energy=False,
+                        policy="router", energy=FlakyMeter(), idle_seconds=0.05, level_energy=False,
                         progress=False, console=quiet())
     e = result.summary["energy"]
     run = e["per_run"]["router"]
