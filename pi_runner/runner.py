@@ -64,12 +64,16 @@ from athe.pi_runner.report import (
     PER_IMAGE_JSONL,
     JsonlWriter,
     RunRecorder,
+    accuracy_line,
+    count_text,
+    energy_line,
     environment_info,
     plot_run,
     print_energy_table,
     print_latency_table,
     progress_bar,
     random_weights,
+    rss_line,
     to_jsonable,
 )
 from athe.pi_runner.stats import (
@@ -375,7 +379,7 @@ def build_summary(rows: Sequence[Mapping[str, Any]], state: _RunState, complete:
 
 # -- printing --------------------------------------------------------------------------------
 def _print_end(console: Any, report: dict[str, Any], per_run: dict[str, PerImageEnergy],
-               state: _RunState, files: Mapping[str, Path]) -> None:
+               state: _RunState, files: Mapping[str, Path], peak_rss: int | None) -> None:
     level_energy = {lv: per_run[p] for lv in state.level_names
                     if (p := state.fixed_policies.get(lv, f"fixed:{lv}")) in per_run}
     if state.main_name in per_run:
@@ -383,16 +387,14 @@ def _print_end(console: Any, report: dict[str, Any], per_run: dict[str, PerImage
     has_net = level_energy and all(e.net_j_per_image is not None for e in level_energy.values())
     print_latency_table(report["latency_ms"], routed=report["routed_fraction"],
                         energy=level_energy if has_net else None, console=console,
-                        title=f"Latency per image (ms), {report['count']} images, policy "
-                              f"{state.settings['policy']}")
+                        title=f"Latency per image (ms), {count_text(state.images_per_repeat, state.settings['repeat'])}, "
+                              f"policy {state.settings['policy']}")
     if per_run:
         print_energy_table(per_run, console)
     acc = report["accuracy"]
     if acc is not None:
-        console.print(f"accuracy: {acc['top1']:.2%} top-1 over {acc['labelled']} labelled images")
-    peak = rss_bytes(peak=True)[0]
-    console.print(f"model load {1e3 * state.bundle['load']['models_load_s']:.1f} ms, peak RSS "
-                  + (f"{peak / 2**20:.0f} MiB" if peak is not None else "unknown"))
+        console.print(accuracy_line(acc["top1"], state.images_per_repeat, state.settings["repeat"]))
+    console.print(f"model load {1e3 * state.bundle['load']['models_load_s']:.1f} ms, " + rss_line(peak_rss))
     if state.guard is not None and state.guard.throttled:
         console.print(f"[bold red]THROTTLED during the run:[/] {escape('; '.join(state.guard.throttle_reasons))}")
     say_weights(console, state.bundle["random_weights"])
@@ -517,13 +519,13 @@ def _measure(loaded: LoadedBundle, source: ImageSource, meter: EnergyMeter | Non
     rss = load["rss_after_load_bytes"]
     console.print(f"loaded in {1e3 * (load['bundle_verify_s'] + load['dispatcher_init_s']):.0f} ms "
                   f"(sha256 verify {1e3 * load['bundle_verify_s']:.0f} ms, models "
-                  f"{1e3 * load['models_load_s']:.0f} ms), RSS "
+                  f"{1e3 * load['models_load_s']:.0f} ms), RSS after load "
                   + (f"{rss / 2**20:.0f} MiB" if rss is not None else "unknown"))
     say_weights(console, bundle_info["random_weights"])
     console.print(f"inputs: {source.describe()}", markup=False)
     for note in source.notes:
         console.print(f"  note: {note}", markup=False)
-    console.print(f"energy: {meter_text}", markup=False)
+    console.print(energy_line(meter is not None, meter_text), markup=False)
     before = snapshot()
     for line in governor_warnings(before):
         console.print(f"[yellow]warning:[/] {escape(line)}")
@@ -596,6 +598,6 @@ def _measure(loaded: LoadedBundle, source: ImageSource, meter: EnergyMeter | Non
         files.update(plot_run(out, rows, report["routed_fraction"], per_run, state.level_names,
                               policy=state.main_name, where=f"{state.bundle['variant']}, "
                               f"{state.settings['backend']}, {state.settings['threads']} threads"))
-    _print_end(console, report, per_run, state, files)
+    _print_end(console, report, per_run, state, files, summary["peak_rss_bytes"])
     written = to_jsonable({"rows": len(rows), **summary})
     return RunResult(out_dir=out, summary=written, files=files)

@@ -148,6 +148,7 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
         "routed_fraction_test": test["routed_fraction"], "router_accuracy_test": router_acc,
         "thresholds": cal.thresholds, "router_seconds": round(time.time() - t0, 1),
         "weights": weights,
+        **_run_curve(run_dir),
     }
     if exits is not None:
         rep = exits["report"]
@@ -162,6 +163,20 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
                          exit_thresholds=exits["thresholds"] if exits else None)
     (out_dir / "card.json").write_text(json.dumps(card, indent=2))
     return card
+
+
+def _run_curve(run_dir: Path) -> dict:
+    """The backbone run's per-epoch validation curve, wall time and speed (from metrics.jsonl)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    curve = [{"epoch": r["epoch"], **{k: v for k, v in r.items() if k.startswith("val_top1")}} for r in rows]
+    seconds = sum(float(r.get("epoch_seconds", 0.0)) for r in rows)
+    speeds = [float(r["images_per_second"]) for r in rows if "images_per_second" in r]
+    return {"per_epoch_val_top1": curve, "backbone_wall_seconds": round(seconds, 1),
+            "images_per_second_median": float(np.median(speeds)) if speeds else None,
+            "images_per_second_max": max(speeds) if speeds else None}
 
 
 def store_val_halves(split_file: Path) -> dict:
