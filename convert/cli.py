@@ -31,11 +31,13 @@ from athe.variants import VARIANTS
 @click.option("--reference", is_flag=True, help="Also write .pt2 files for the torch reference backend.")
 @click.option("--out", type=click.Path(), default=None, help="Bundle folder (default: bundles/VARIANT).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
+@click.option("--verbose", is_flag=True, help="Show the converters' own logs live (default: OUT/convert.log).")
 def convert(variant: str, checkpoint: str | None, random_weights: bool, formats: str, quantize: str,
             data: str | None, parity_samples: int, calibration_samples: int, tflite_form: str, batch_size: int, reference: bool, out: str | None,
-            force: bool) -> None:
+            force: bool, verbose: bool) -> None:
     """Export every level, every stage of the exit chain and the router of VARIANT as a verified bundle."""
     from athe.convert.bundle import ConvertError, ConvertOptions, convert_bundle
+    from athe.quiet import quiet_conversion
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if checkpoint is not None and random_weights:
@@ -47,8 +49,11 @@ def convert(variant: str, checkpoint: str | None, random_weights: bool, formats:
         parity_samples=parity_samples, calibration_samples=calibration_samples, batch_size=batch_size,
         forms={"tflite": tflite_form, "pte": "rewrite"}, force=force, write_reference=reference,
     )
+    log = None
     try:
-        path = convert_bundle(opts)
+        with quiet_conversion(opts.out, verbose=verbose) as log:
+            path = convert_bundle(opts)
     except ConvertError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"bundle written: {path}")
+        kept = f" (converter logs: {log.log_path})" if log is not None and log.log_path else ""
+        raise click.ClickException(f"{exc}{kept}") from None
+    click.echo(f"bundle written: {path}" + (f" (converter logs: {log.log_path})" if log.log_path else ""))

@@ -219,7 +219,10 @@ class LiteRTModel(LoadedModel):
     def __init__(self, path: Path, interpreter: Any) -> None:
         self.path = path
         self._interpreter = interpreter
-        interpreter.allocate_tensors()
+        from athe.quiet import dropping
+
+        with dropping():  # LiteRT's once-per-process "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            interpreter.allocate_tensors()
         self._ins, self._outs = _litert_io(interpreter)
         for i, d in enumerate(self._ins):
             if d["dtype"] != np.float32:

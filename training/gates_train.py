@@ -109,7 +109,8 @@ def train_exit_gates(model: AtheViT, x_gate: torch.Tensor, y_gate: np.ndarray,
         s_c = score_matrix(gates, lg_c, cls_c, names)
         s_t = score_matrix(gates, lg_t, cls_t, names)
         cal = calibrate(s_c, c_c, names, costs, delta=delta, budget=budget)
-        ths = [cal.thresholds[n] for n in names[:-1]]
+        # Report what the bundle will do: the thresholds as the manifest stores them.
+        ths = [gate_threshold(cal.thresholds[n]) for n in names[:-1]]
         choice = route(s_t, ths)
         acc, cost = route_outcome(c_t, costs, choice)
         report["kinds"][kind] = {
