@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from athe.evaluate.analysis import EvalError, Row, Verdict, exact_counts, interpolate
-from athe.runtime.gates import gate_score
+from athe.runtime.gates import CompiledGate
 from athe.runtime.routing import route
 
 GATE_ROW = "exit-gate"
@@ -71,6 +71,7 @@ def measure_exit_image(dispatcher: Any, x: np.ndarray, gates: Mapping[str, Seque
     pred, ms = np.zeros(K, dtype=np.int64), np.zeros(K)
     scores = {k: np.ones(K) for k in gates}
     gms = {k: np.zeros(K - 1) for k in gates}
+    compiled = {k: [CompiledGate(g) for g in specs_k] for k, specs_k in gates.items()}
     feed: dict[str, np.ndarray] = {"image": x}
     for i, spec in enumerate(specs):
         t0 = time.perf_counter()
@@ -79,10 +80,10 @@ def measure_exit_image(dispatcher: Any, x: np.ndarray, gates: Mapping[str, Seque
         logits = outs["logits"].reshape(1, -1)
         pred[i] = int(np.argmax(logits))
         if i < K - 1:
-            cls = outs["tokens"][:, 0] if "tokens" in outs else None
-            for kind, specs_k in gates.items():
+            for kind, gates_k in compiled.items():
                 t1 = time.perf_counter()
-                scores[kind][i] = float(gate_score(specs_k[i], logits, cls)[0])
+                gate = gates_k[i]
+                scores[kind][i] = gate.score(logits, outs["tokens"][0, 0] if gate.needs_cls else None)
                 gms[kind][i] = (time.perf_counter() - t1) * 1e3
         feed = outs
     return pred, ms, scores, gms

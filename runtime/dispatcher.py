@@ -54,7 +54,7 @@ import numpy as np
 
 from .backends import BACKEND_FORMATS, Backend, LoadedModel, load_backend
 from .bundle import Bundle, BundleError
-from .gates import gate_score
+from .gates import CompiledGate
 from .preprocess import MAX_PIXELS, ImageInput, Preprocessor
 from .routing import choose_level
 
@@ -352,6 +352,7 @@ class Dispatcher:
         self.levels: dict[str, LoadedModel] = {name: self._load(name) for name in self.level_names}
         self.stages: dict[str, LoadedModel] = {name: self._load(f"stage:{name}") for name in self.stage_names}
         self.exit_thresholds = self._merge_exit_thresholds(thresholds if chain else None)
+        self._gates = {st.name: CompiledGate(st.gate) for st in bundle.stages[:-1] if st.gate is not None}
         self._check_shapes()
 
     @property
@@ -504,9 +505,9 @@ class Dispatcher:
                 return spec.name, logits.reshape(-1), stage_ms, gates, gate_ms
             if stop_at is None:
                 t_gate = time.perf_counter()
-                assert spec.gate is not None
-                cls = outs["tokens"][:, 0] if "tokens" in outs else None
-                score = float(gate_score(spec.gate, logits, cls)[0])
+                gate = self._gates[spec.name]
+                cls = outs["tokens"][0, 0] if gate.needs_cls else None
+                score = gate.score(logits, cls)
                 gates[spec.name] = score
                 done = score >= self.exit_thresholds[spec.name]
                 gate_ms += (time.perf_counter() - t_gate) * 1e3

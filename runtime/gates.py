@@ -107,3 +107,47 @@ def auroc(scores: np.ndarray, right: np.ndarray) -> float:
         ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+class CompiledGate:
+    """``gate_score`` for one image at a time, with the standardisation folded into the weights.
+
+    The dispatcher calls this after every stage, so it avoids the per-call array building of
+    ``gate_score``: ``score(logits [C], cls [D] | None) -> float`` (equal to ``gate_score`` to
+    rounding; tested).
+    """
+
+    def __init__(self, gate: GateSpec) -> None:
+        self.kind = gate.kind
+        self.needs_cls = "cls" in gate.features
+        if gate.kind == "logistic":
+            w = np.asarray(gate.weights, dtype=np.float64) / np.asarray(gate.std, dtype=np.float64)
+            self.bias = float(gate.bias - w @ np.asarray(gate.mean, dtype=np.float64))
+            self.w_soft = np.zeros(3)
+            self.w_cls: np.ndarray | None = None
+            at = 0
+            for name in gate.features:
+                if name in SOFTMAX_FEATURES:
+                    self.w_soft[SOFTMAX_FEATURES.index(name)] += w[at]
+                    at += 1
+                else:  # cls: the rest of the weights, one per CLS value
+                    self.w_cls = w[at:]
+                    at = len(w)
+
+    def score(self, logits: np.ndarray, cls: np.ndarray | None = None) -> float:
+        z = np.asarray(logits, dtype=np.float64).reshape(-1)
+        z = z - z.max()
+        e = np.exp(z)
+        total = float(e.sum())
+        top2 = np.partition(e, len(e) - 2)[-2:] / total if len(e) > 1 else np.array([0.0, 1.0])
+        p1 = float(top2.max())
+        if self.kind == "max_softmax":
+            return p1
+        margin = p1 - float(top2.min())
+        entropy = float(np.log(total) - (e * z).sum() / total)
+        s = self.bias + self.w_soft[0] * p1 + self.w_soft[1] * margin + self.w_soft[2] * entropy
+        if self.w_cls is not None:
+            if cls is None:
+                raise ValueError("this gate reads the CLS token; pass the stage's tokens")
+            s += float(self.w_cls @ np.asarray(cls, dtype=np.float64).reshape(-1))
+        return float(1.0 / (1.0 + np.exp(-min(max(s, -60.0), 60.0))))

@@ -49,3 +49,22 @@ def test_exit_calibration_exact_on_a_synthetic_chain():
     choice = route(scores, [cal.thresholds["s1"], cal.thresholds["s2"]])
     assert choice.tolist() == [0, 1, 1, 2]  # image 1 must not exit at s1 (wrong there)
     assert cal.accuracy == 100.0 and cal.mean_cost == pytest.approx((1 + 2 + 2 + 3) / 4)
+
+
+def test_compiled_gate_equals_gate_score():
+    from athe.runtime.gates import CompiledGate
+
+    rng = np.random.default_rng(1)
+    logits, cls = rng.normal(size=(50, 10)) * 3, rng.normal(size=(50, 16))
+    feats = ("max_prob", "margin", "entropy", "cls")
+    right = rng.random(50) < 0.6
+    mean, std, w, b = fit_logistic(gate_features(feats, logits, cls), right)
+    for gate in (GateSpec(kind="logistic", features=feats, mean=tuple(mean), std=tuple(std),
+                          weights=tuple(w), bias=b),
+                 GateSpec(kind="logistic", features=("entropy", "max_prob"), mean=(1.0, 0.5),
+                          std=(0.5, 0.2), weights=(-1.0, 2.0), bias=0.1),
+                 GateSpec(kind="max_softmax")):
+        ref = gate_score(gate, logits, cls)
+        fast = CompiledGate(gate)
+        got = [fast.score(logits[i], cls[i]) for i in range(50)]
+        assert np.allclose(got, ref, atol=1e-12)
