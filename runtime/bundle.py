@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from .manifest import (
     StageSpec,
     sha256_file,
 )
+from .readers import ReadError, check_regular_file
 
 MANIFEST_NAME = "manifest.json"
 
@@ -68,21 +70,22 @@ class Bundle:
             BundleError: bad manifest, a format the bundle lacks, or a missing, truncated or
                 tampered artifact.
         """
+        if not isinstance(path, str | os.PathLike) or not str(path):
+            raise BundleError(f"bundle path must be a folder path, got {path!r}")
         path = Path(path)
         folder = path.parent if path.name == MANIFEST_NAME else path
         if not folder.is_dir():
             raise BundleError(f"bundle folder {str(folder)!r} not found; pass the folder 'athe convert' wrote")
         try:
             manifest = Manifest.load(folder / MANIFEST_NAME)
-        except ManifestError as exc:
+        except ManifestError as exc:  # every field is validated: anything else is a bug
             raise BundleError(str(exc)) from exc
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # malformed field types
-            raise BundleError(f"{str(folder / MANIFEST_NAME)!r} is malformed ({type(exc).__name__}: {exc}); "
-                              "re-run 'athe convert'") from exc
         have = manifest.formats()
         if formats is None:
             wanted = have
         else:
+            if isinstance(formats, str) or not all(isinstance(f, str) for f in formats):
+                raise BundleError(f"formats must be a list of format names (e.g. ['tflite']), got {formats!r}")
             wanted = list(dict.fromkeys(formats))
             unknown = [f for f in wanted if f not in ALL_FORMATS]
             if unknown:
@@ -171,10 +174,13 @@ def verify_artifact(folder: Path, owner: str, fmt: str, artifact: Artifact) -> N
     """Check that ``artifact`` exists with the manifest's size and sha256, else ``BundleError``."""
     file = folder / artifact.path
     where = f"{owner} {fmt} artifact {str(file)!r}"
-    if not file.is_file():
+    try:
+        size = check_regular_file(file, f"{owner} {fmt} artifact")
+    except FileNotFoundError:
         raise BundleError(f"{where} is missing; copy the whole bundle folder, or open it with "
-                          f"formats=[...] naming only the formats you copied")
-    size = file.stat().st_size
+                          f"formats=[...] naming only the formats you copied") from None
+    except ReadError as exc:
+        raise BundleError(f"{exc}; copy it again from the converted bundle") from None
     if size != artifact.bytes:
         state = "truncated" if size < artifact.bytes else "larger than recorded"
         raise BundleError(f"{where} is {state} ({size} bytes, manifest says {artifact.bytes}); "

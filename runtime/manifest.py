@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,16 @@ FORMATS = ("tflite", "pte")
 REFERENCE_FORMATS = ("pt2",)
 ALL_FORMATS = FORMATS + REFERENCE_FORMATS
 PRECISIONS = ("fp32", "int8-dynamic", "int8-static")
+#: The largest ``resize_size`` / ``crop_size`` (pixels per side) a manifest may ask for: bounds
+#: the resize and crop buffers of every image.
+MAX_INPUT_SIZE = 4096
+#: The largest ``manifest.json`` read (bytes); real ones are a few KiB.
+MAX_MANIFEST_BYTES = 16 * 2**20
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+LAYOUTS = ("NCHW", "NHWC")
+TOKEN_SELECTIONS = ("none", "in-graph")
+#: The features a logistic exit gate may read (``athe.runtime.gates``).
+GATE_FEATURES = ("max_prob", "margin", "entropy", "cls")
 
 
 class ManifestError(ValueError):
@@ -241,46 +253,87 @@ class Manifest:
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
+        """Read and validate ``manifest.json`` (a regular file of at most ``MAX_MANIFEST_BYTES``).
+
+        Raises:
+            ManifestError: missing, not a regular file, too large, not UTF-8 JSON, nested too
+                deeply, or any field of the wrong type or range (the message names the field).
+        """
+        from .readers import ReadError, read_regular_file
+
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            raw = read_regular_file(path, MAX_MANIFEST_BYTES, what="manifest")
         except FileNotFoundError:
             raise ManifestError(f"{str(path)!r} not found: a bundle folder needs manifest.json; re-run 'athe convert'") from None
+        except ReadError as exc:
+            raise ManifestError(f"{exc}; a bundle folder holds a manifest.json file written by 'athe convert'") from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"{str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                "re-run 'athe convert'") from None
         except json.JSONDecodeError as exc:
+            raise ManifestError(f"{str(path)!r} is not valid JSON ({exc}); re-run 'athe convert'") from None
+        except RecursionError:
+            raise ManifestError(f"{str(path)!r} nests JSON too deeply to be a bundle manifest; "
+                                "re-run 'athe convert'") from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
             raise ManifestError(f"{str(path)!r} is not valid JSON ({exc}); re-run 'athe convert'") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> Manifest:
+        """Validate a parsed manifest (types, ranges, cross-checks) and build it.
+
+        Raises:
+            ManifestError: the first field that is wrong, named with its path
+                (``levels[0].files.tflite.sha256``), what it must be, what it is, and the fix.
+        """
         if not isinstance(d, dict):
             raise ManifestError(f"{source}: top level must be a JSON object")
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version != SCHEMA_VERSION:
             raise ManifestError(
                 f"{source}: schema_version {version!r} is not supported; this athe reads schema_version "
                 f"{SCHEMA_VERSION}: re-convert the bundle with this athe version or install the athe that made it"
             )
         _require(d, ["variant", "created_with", "checkpoint", "random_weights", "precision",
                      "input", "labels", "levels", "router"], source)
-        if d["precision"] not in PRECISIONS:
+        variant = _text(d["variant"], f"{source}: variant")
+        created_with = _object(d["created_with"], f"{source}: created_with")
+        checkpoint = _object(d["checkpoint"], f"{source}: checkpoint")
+        random_weights = _flag(d["random_weights"], f"{source}: random_weights")
+        if not isinstance(d["precision"], str) or d["precision"] not in PRECISIONS:
             raise ManifestError(f"{source}: precision {d['precision']!r} unknown; expected one of {PRECISIONS}")
-        inp = d["input"]
-        _require(inp, ["rule", "resize_size", "crop_size", "interpolation", "mean", "std"], f"{source}: input")
-        if inp["rule"] != "resize_shorter_center_crop":
-            raise ManifestError(f"{source}: input.rule {inp['rule']!r} unknown; expected 'resize_shorter_center_crop'")
-        input_spec = InputSpec(**{**inp, "mean": tuple(inp["mean"]), "std": tuple(inp["std"])})
+        input_spec = _input(d["input"], f"{source}: input")
+        labels = _labels(d["labels"], f"{source}: labels")
+        if not isinstance(d["levels"], list):
+            raise ManifestError(f"{source}: levels must be a list of level objects, got {_kind(d['levels'])}; "
+                                f"{_CONVERT}")
         if not d["levels"]:
             raise ManifestError(f"{source}: levels is empty; a bundle needs at least one level")
         levels = tuple(_level(lv, f"{source}: levels[{i}]") for i, lv in enumerate(d["levels"]))
+        names = [lv.name for lv in levels]
+        _unique_names(names, f"{source}: levels", "level")
         router = _router(d["router"], f"{source}: router") if d["router"] is not None else None
         if router is not None:
-            names = [lv.name for lv in levels]
             if list(router.outputs) != names:
                 raise ManifestError(f"{source}: router.outputs {list(router.outputs)} must equal the levels {names}")
             missing = [n for n in names[:-1] if n not in router.thresholds]
             if missing:
                 raise ManifestError(f"{source}: router.thresholds lacks {missing}; re-run calibration")
-        labels = tuple(d["labels"])
+            extra = [n for n in router.thresholds if n not in names[:-1]]
+            if extra:
+                raise ManifestError(f"{source}: router.thresholds names {extra}, which are not levels with a "
+                                    f"threshold (levels {names[:-1]}; the richest, {names[-1]!r}, is the "
+                                    "fallback and has none); re-run calibration")
+            # (router.input_size may be smaller than the crop: the router pools the shared
+            # tensor down itself, so it only has to divide the crop size.)
+            if router.input_size <= 0 or input_spec.crop_size % router.input_size:
+                raise ManifestError(f"{source}: router.input_size {router.input_size} does not divide "
+                                    f"input.crop_size {input_spec.crop_size} (the router pools the levels' "
+                                    f"tensor down to it); {_CONVERT}")
         raw_stages = d.get("stages", [])
         if not isinstance(raw_stages, list):
             raise ManifestError(f"{source}: stages must be a list (empty for a bundle without exits)")
@@ -289,20 +342,209 @@ class Manifest:
         names = [st.name for st in stages]
         if len(set(names)) != len(names):
             raise ManifestError(f"{source}: stage names {names} repeat; each stage needs its own name")
+        _check_chain(stages, f"{source}: stages")
+        calibration = d.get("calibration")
+        if calibration is not None:
+            calibration = _object(calibration, f"{source}: calibration")
         return cls(
-            schema_version=version, variant=d["variant"], created_with=d["created_with"],
-            checkpoint=d["checkpoint"], random_weights=bool(d["random_weights"]),
+            schema_version=SCHEMA_VERSION, variant=variant, created_with=created_with,
+            checkpoint=checkpoint, random_weights=random_weights,
             precision=d["precision"], input=input_spec, labels=labels, levels=levels,
-            router=router, calibration=d.get("calibration"), stages=stages,
+            router=router, calibration=calibration, stages=stages,
         )
 
 
 def _require(d: dict, keys: list[str], where: str) -> None:
     if not isinstance(d, dict):
-        raise ManifestError(f"{where}: expected an object")
+        raise ManifestError(f"{where}: expected an object, got {_kind(d)}; {_CONVERT}")
     missing = [k for k in keys if k not in d]
     if missing:
         raise ManifestError(f"{where}: missing field(s) {missing}; re-run 'athe convert' to write a complete manifest")
+
+
+# -- field validators: each names the field, what it must be, what it is, and the fix ----------
+_CONVERT = "re-run 'athe convert'"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for messages: ``'12' (a string)``."""
+    if value is None:
+        return "null"
+    kind = ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, int | float)
+            else "a string" if isinstance(value, str) else "a list" if isinstance(value, list)
+            else "an object" if isinstance(value, dict) else f"a {type(value).__name__}")
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({kind})"
+
+
+def _bad(where: str, want: str, value: Any, fix: str = _CONVERT) -> ManifestError:
+    return ManifestError(f"{where} must be {want}, got {_kind(value)}; {fix}")
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(where, "an object", value)
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(where, "a non-empty string", value)
+    return value
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(where, "true or false (a JSON boolean, not a string or number)", value)
+    return value
+
+
+def _integer(value: Any, where: str, lo: int = 0, hi: int | None = None, fix: str = _CONVERT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        want = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
+        raise _bad(where, want, value, fix)
+    return value
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, None when it is not a finite JSON number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and abs(value) > 2**1000:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _number(value: Any, where: str, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, fix: str = _CONVERT) -> float:
+    number = _finite(value)
+    if (number is None or (lo is not None and (number <= lo if lo_open else number < lo))
+            or (hi is not None and number > hi)):
+        if lo is not None and hi is not None:
+            want = f"a finite number in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        elif lo is not None:
+            want = f"a finite number {'>' if lo_open else '>='} {lo:g}"
+        else:
+            want = "a finite number"
+        raise _bad(where, want, value, fix)
+    return number
+
+
+def _optional_number(value: Any, where: str, lo: float, hi: float) -> float | None:
+    return None if value is None else _number(value, where, lo, hi)
+
+
+def _numbers(value: Any, where: str, length: int | None = None, fix: str = _CONVERT) -> tuple[float, ...]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        want = f"a list of {length} numbers" if length is not None else "a list of numbers"
+        raise _bad(where, want, value, fix)
+    return tuple(_number(v, f"{where}[{i}]", fix=fix) for i, v in enumerate(value))
+
+
+def _name(value: Any, where: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise _bad(where, f"a {what} name: 1-64 letters, digits, '_', '.' or '-', starting with a letter "
+                          "or digit", value)
+    return value
+
+
+def _unique_names(names: list[str], where: str, what: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ManifestError(f"{where}: {what} name(s) {repeated} repeat ({names}); each {what} needs its "
+                            f"own name; {_CONVERT}")
+
+
+def _labels(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _bad(where, "a list of class-name strings (in the model's output order)", value)
+    for i, label in enumerate(value):
+        if not isinstance(label, str) or not label.strip():
+            raise _bad(f"{where}[{i}]", "a non-empty string (a class name)", label)
+    repeated = sorted({lb for lb in value if value.count(lb) > 1}) if len(set(value)) != len(value) else []
+    if repeated:
+        raise ManifestError(f"{where}: {repeated} appear more than once; each model output needs its own "
+                            f"class name; {_CONVERT}")
+    return tuple(value)
+
+
+def _input(d: Any, where: str) -> InputSpec:
+    _require(d, ["rule", "resize_size", "crop_size", "interpolation", "mean", "std"], where)
+    if d["rule"] != "resize_shorter_center_crop":
+        raise ManifestError(f"{where.rsplit(': ', 1)[0]}: input.rule {d['rule']!r} unknown; "
+                            "expected 'resize_shorter_center_crop'")
+    unknown = sorted(set(d) - {f.name for f in fields(InputSpec)})
+    if unknown:
+        raise ManifestError(f"{where}: unknown field(s) {unknown} (malformed, or written by a newer athe); "
+                            f"{_CONVERT}")
+    size_fix = (f"a side of at most {MAX_INPUT_SIZE} pixels bounds the resize buffer; {_CONVERT}")
+    resize = _integer(d["resize_size"], f"{where}.resize_size", 1, MAX_INPUT_SIZE, size_fix)
+    crop = _integer(d["crop_size"], f"{where}.crop_size", 1, MAX_INPUT_SIZE, size_fix)
+    interpolation = d["interpolation"]
+    if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
+        raise ManifestError(f"{where}.interpolation: interpolation {interpolation!r} unknown; expected one "
+                            f"of {list(INTERPOLATIONS)}")
+    channels = "3 finite numbers, one per RGB channel"
+    if not isinstance(d["mean"], list) or len(d["mean"]) != 3:
+        raise _bad(f"{where}.mean", channels, d["mean"])
+    if not isinstance(d["std"], list) or len(d["std"]) != 3:
+        raise _bad(f"{where}.std", channels, d["std"])
+    mean = tuple(_number(v, f"{where}.mean[{i}]") for i, v in enumerate(d["mean"]))
+    std = tuple(_number(v, f"{where}.std[{i}]", 0.0, lo_open=True,
+                        fix=f"a standard deviation of 0 divides by zero; {_CONVERT}")
+                for i, v in enumerate(d["std"]))
+    layout = d.get("layout", "NCHW")
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ManifestError(f"{where}.layout: {layout!r} unknown; expected one of {list(LAYOUTS)}")
+    dtype = d.get("dtype", "float32")
+    if dtype != "float32":
+        raise ManifestError(f"{where}.dtype: {dtype!r} unsupported; this runtime feeds float32 tensors")
+    scale = _number(d.get("scale", 1.0 / 255.0), f"{where}.scale", 0.0, 1.0, lo_open=True,
+                    fix=f"pixels are multiplied by it (1/255 for 8-bit images); {_CONVERT}")
+    batch = _integer(d.get("batch_size", 1), f"{where}.batch_size", 1, 4096)
+    return InputSpec(rule=d["rule"], resize_size=resize, crop_size=crop, interpolation=interpolation,
+                     mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]), layout=layout,
+                     dtype=dtype, scale=scale, batch_size=batch)
+
+
+def validate_input_spec(spec: InputSpec, where: str = "input") -> InputSpec:
+    """The checks ``Manifest.load`` applies to ``input``, for an ``InputSpec`` built in code.
+
+    Raises:
+        ManifestError: a field of the wrong type or range, named.
+    """
+    d = asdict(spec)
+    d["mean"], d["std"] = list(spec.mean), list(spec.std)
+    return _input(d, where)
+
+
+def _artifact(fmt: str, a: Any, where: str) -> Artifact:
+    _require(a, ["path", "sha256", "bytes"], where)
+    unknown = sorted(set(a) - {f.name for f in fields(Artifact)})
+    if unknown:
+        raise ManifestError(f"{where}: unknown field(s) {unknown} (malformed, or written by a newer "
+                            f"athe); {_CONVERT}")
+    path = a["path"]
+    if not isinstance(path, str) or not path.strip() or "\x00" in path or path in (".", ".."):
+        raise _bad(f"{where}.path", "a file name relative to the bundle folder", path)
+    if Path(path).is_absolute() or ".." in Path(path).parts:
+        raise ManifestError(f"{where}: path {path!r} must be relative to the bundle folder")
+    sha = a["sha256"]
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        raise _bad(f"{where}.sha256", "the file's sha256 as 64 hex digits", sha)
+    size = _integer(a["bytes"], f"{where}.bytes", 1, 2**50)
+    precision = a.get("precision", "fp32")
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ManifestError(f"{where}.precision: {precision!r} unknown; expected one of {PRECISIONS}")
+    parity = _object(a.get("parity", {}), f"{where}.parity")
+    delegation = a.get("delegation")
+    if delegation is not None:
+        delegation = _object(delegation, f"{where}.delegation")
+    return Artifact(path=path, sha256=sha, bytes=size, precision=precision, parity=parity,
+                    delegation=delegation)
 
 
 def _files(d: dict, where: str) -> dict[str, Artifact]:
@@ -312,25 +554,45 @@ def _files(d: dict, where: str) -> dict[str, Artifact]:
     for fmt, a in d.items():
         if fmt not in ALL_FORMATS:
             raise ManifestError(f"{where}: unknown format {fmt!r}; expected one of {ALL_FORMATS}")
-        _require(a, ["path", "sha256", "bytes"], f"{where}.{fmt}")
-        if Path(a["path"]).is_absolute() or ".." in Path(a["path"]).parts:
-            raise ManifestError(f"{where}.{fmt}: path {a['path']!r} must be relative to the bundle folder")
-        out[fmt] = Artifact(**a)
+        out[fmt] = _artifact(fmt, a, f"{where}.{fmt}")
     return out
+
+
+def _owner_name(value: Any, where: str, what: str) -> str:
+    name = _name(value, where, what)
+    if name == "router":
+        raise ManifestError(f"{where}: a {what} may not be named 'router' (that name is the router's "
+                            f"artifacts); {_CONVERT} with another name")
+    return name
 
 
 def _level(d: dict, where: str) -> LevelSpec:
     _require(d, ["name", "keep", "heads", "fuse", "tokens_per_block", "macs", "files"], where)
+    name = _owner_name(d["name"], f"{where}.name", "level")
+    keep_raw = d["keep"]
+    if not isinstance(keep_raw, list):
+        raise _bad(f"{where}.keep", "a list of [block, ratio] pairs ([] keeps every token)", keep_raw)
+    keep = []
+    for i, pair in enumerate(keep_raw):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise _bad(f"{where}.keep[{i}]", "a [block, ratio] pair", pair)
+        keep.append((_integer(pair[0], f"{where}.keep[{i}][0]", 0, 4096),
+                     _number(pair[1], f"{where}.keep[{i}][1]", 0.0, 1.0, lo_open=True)))
+    tokens = d["tokens_per_block"]
+    if not isinstance(tokens, list):
+        raise _bad(f"{where}.tokens_per_block", "a list of token counts", tokens)
     return LevelSpec(
-        name=d["name"], keep=tuple((int(b), float(r)) for b, r in d["keep"]), heads=int(d["heads"]),
-        fuse=bool(d["fuse"]), tokens_per_block=tuple(d["tokens_per_block"]), macs=int(d["macs"]),
-        files=_files(d["files"], f"{where}.files"), val_accuracy=d.get("val_accuracy"),
+        name=name, keep=tuple(keep), heads=_integer(d["heads"], f"{where}.heads", 1, 4096),
+        fuse=_flag(d["fuse"], f"{where}.fuse"),
+        tokens_per_block=tuple(_integer(t, f"{where}.tokens_per_block[{i}]", 1) for i, t in enumerate(tokens)),
+        macs=_integer(d["macs"], f"{where}.macs", 0), files=_files(d["files"], f"{where}.files"),
+        val_accuracy=_optional_number(d.get("val_accuracy"), f"{where}.val_accuracy", 0.0, 100.0),
     )
 
 
 def _unit(value: Any, where: str) -> float:
     """A finite number in [0, 1] (thresholds, gate scores)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+    if _finite(value) is None or not 0.0 <= float(value) <= 1.0:
         raise ManifestError(f"{where}: {value!r} must be a number in [0, 1]; re-run calibration")
     return float(value)
 
@@ -339,11 +601,19 @@ def _gate(d: dict, where: str) -> GateSpec:
     _require(d, ["kind"], where)
     if d["kind"] not in GATE_KINDS:
         raise ManifestError(f"{where}.kind: {d['kind']!r} unknown; expected one of {GATE_KINDS}")
-    gate = GateSpec(kind=d["kind"], features=tuple(d.get("features", ())),
-                    mean=tuple(float(v) for v in d.get("mean", ())),
-                    std=tuple(float(v) for v in d.get("std", ())),
-                    weights=tuple(float(v) for v in d.get("weights", ())),
-                    bias=float(d.get("bias", 0.0)), auroc=d.get("auroc"))
+    fix = "re-run 'athe train router' (it fits the exit gates)"
+    features = d.get("features", [])
+    if not isinstance(features, list) or any(f not in GATE_FEATURES for f in features):
+        raise _bad(f"{where}.features", f"a list of names from {GATE_FEATURES}", features, fix)
+    if len(set(features)) != len(features) or ("cls" in features and features[-1] != "cls"):
+        raise ManifestError(f"{where}.features: {features} must name each feature once, 'cls' (the CLS "
+                            f"token's values) last; {fix}")
+    gate = GateSpec(kind=d["kind"], features=tuple(features),
+                    mean=_numbers(d.get("mean", []), f"{where}.mean", fix=fix),
+                    std=_numbers(d.get("std", []), f"{where}.std", fix=fix),
+                    weights=_numbers(d.get("weights", []), f"{where}.weights", fix=fix),
+                    bias=_number(d.get("bias", 0.0), f"{where}.bias", fix=fix),
+                    auroc=_optional_number(d.get("auroc"), f"{where}.auroc", 0.0, 1.0))
     if gate.kind == "logistic":
         n = len(gate.weights)
         if n == 0 or len(gate.mean) != n or len(gate.std) != n:
@@ -351,37 +621,92 @@ def _gate(d: dict, where: str) -> GateSpec:
                                 f"(got {n}, {len(gate.mean)}, {len(gate.std)}); re-run 'athe train router' (it fits the exit gates)")
         if any(not s > 0 for s in gate.std):
             raise ManifestError(f"{where}.std: every value must be > 0; re-run 'athe train router' (it fits the exit gates)")
+        scalars = [f for f in gate.features if f != "cls"]
+        if not gate.features or (n <= len(scalars) if "cls" in gate.features else n != len(scalars)):
+            raise ManifestError(f"{where}: {n} weights for features {list(gate.features)} (one weight per "
+                                f"softmax feature, plus one per CLS value with 'cls'); {fix}")
     return gate
+
+
+def _names_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(n, str) for n in value):
+        raise _bad(where, f"a non-empty list of tensor names from {STAGE_IO}", value)
+    return tuple(value)
 
 
 def _stage(d: dict, where: str, last: bool) -> StageSpec:
     _require(d, ["name", "blocks", "keep", "fuse", "heads", "tokens", "macs", "inputs", "outputs",
                  "token_selection", "files"], where)
     for key in ("inputs", "outputs"):
+        _names_list(d[key], f"{where}.{key}")
         bad = [n for n in d[key] if n not in STAGE_IO]
         if bad:
             raise ManifestError(f"{where}.{key}: unknown tensor(s) {bad}; expected names from {STAGE_IO}")
+        if len(set(d[key])) != len(d[key]):
+            raise ManifestError(f"{where}.{key}: {d[key]} names a tensor twice; {_CONVERT}")
+    if "logits" not in d["outputs"]:
+        raise ManifestError(f"{where}.outputs: {d['outputs']} lacks 'logits': every stage answers at its "
+                            f"exit; {_CONVERT}")
     gate = _gate(d["gate"], f"{where}.gate") if d.get("gate") is not None else None
     threshold = _unit(d["threshold"], f"{where}.threshold") if d.get("threshold") is not None else None
     if not last and (gate is None or threshold is None):
         raise ManifestError(f"{where}: every stage but the last needs a gate and a threshold; "
                             "re-run 'athe convert' with a checkpoint that has gates")
+    if gate is not None and "cls" in gate.features and "tokens" not in d["outputs"]:
+        raise ManifestError(f"{where}.gate.features: the gate reads the CLS token but the stage outputs "
+                            f"{d['outputs']} have no 'tokens'; {_CONVERT}")
+    blocks = d["blocks"]
+    if not isinstance(blocks, list) or len(blocks) != 2:
+        raise _bad(f"{where}.blocks", "a [start, stop] pair of block indices", blocks)
+    start = _integer(blocks[0], f"{where}.blocks[0]", 0, 4096)
+    stop = _integer(blocks[1], f"{where}.blocks[1]", start + 1, 4096)
+    selection = d["token_selection"]
+    if not isinstance(selection, str) or selection not in TOKEN_SELECTIONS:
+        raise ManifestError(f"{where}.token_selection: {selection!r} unknown; expected one of "
+                            f"{list(TOKEN_SELECTIONS)}")
     return StageSpec(
-        name=str(d["name"]), blocks=(int(d["blocks"][0]), int(d["blocks"][1])), keep=float(d["keep"]),
-        fuse=bool(d["fuse"]), heads=int(d["heads"]), tokens=int(d["tokens"]), macs=int(d["macs"]),
+        name=_owner_name(d["name"], f"{where}.name", "stage"), blocks=(start, stop),
+        keep=_number(d["keep"], f"{where}.keep", 0.0, 1.0, lo_open=True),
+        fuse=_flag(d["fuse"], f"{where}.fuse"), heads=_integer(d["heads"], f"{where}.heads", 1, 4096),
+        tokens=_integer(d["tokens"], f"{where}.tokens", 1), macs=_integer(d["macs"], f"{where}.macs", 0),
         inputs=tuple(d["inputs"]), outputs=tuple(d["outputs"]),
-        token_selection=str(d["token_selection"]), files=_files(d["files"], f"{where}.files"),
-        gate=gate, threshold=threshold, val_accuracy=d.get("val_accuracy"),
+        token_selection=selection, files=_files(d["files"], f"{where}.files"),
+        gate=gate, threshold=threshold,
+        val_accuracy=_optional_number(d.get("val_accuracy"), f"{where}.val_accuracy", 0.0, 100.0),
     )
+
+
+def _check_chain(stages: tuple[StageSpec, ...], where: str) -> None:
+    """Each stage reads what the one before it gave (the first: the image), blocks in sequence."""
+    available: tuple[str, ...] = ("image",)
+    previous: StageSpec | None = None
+    for i, st in enumerate(stages):
+        missing = [n for n in st.inputs if n not in available]
+        if missing:
+            given = "the image" if previous is None else f"stages[{i - 1}] outputs {list(available)}"
+            raise ManifestError(f"{where}[{i}].inputs: {missing} not available ({given} only); {_CONVERT}")
+        if previous is not None and st.blocks[0] != previous.blocks[1]:
+            raise ManifestError(f"{where}[{i}].blocks: starts at block {st.blocks[0]} but stages[{i - 1}] "
+                                f"stops at {previous.blocks[1]}; the chain runs the blocks in sequence; {_CONVERT}")
+        available, previous = st.outputs, st
 
 
 def _router(d: dict, where: str) -> RouterSpec:
     _require(d, ["files", "outputs", "thresholds", "input_size", "macs"], where)
+    outputs = d["outputs"]
+    if not isinstance(outputs, list) or not all(isinstance(n, str) for n in outputs):
+        raise _bad(f"{where}.outputs", "a list of level names", outputs)
+    raw = d["thresholds"]
+    if not isinstance(raw, dict):
+        raise _bad(f"{where}.thresholds", "an object {level: threshold}", raw, "re-run calibration")
+    thresholds = {str(k): _unit(v, f"{where}.thresholds.{k}") for k, v in raw.items()}
+    target = d.get("calibration_target", {})
     return RouterSpec(
-        files=_files(d["files"], f"{where}.files"), outputs=tuple(d["outputs"]),
-        thresholds={k: float(v) for k, v in d["thresholds"].items()}, input_size=int(d["input_size"]),
-        macs=int(d["macs"]), calibration_target=d.get("calibration_target", {}),
-        accuracy=d.get("accuracy"),
+        files=_files(d["files"], f"{where}.files"), outputs=tuple(outputs), thresholds=thresholds,
+        input_size=_integer(d["input_size"], f"{where}.input_size", 1, MAX_INPUT_SIZE),
+        macs=_integer(d["macs"], f"{where}.macs", 0),
+        calibration_target=_object(target if target is not None else {}, f"{where}.calibration_target"),
+        accuracy=_optional_number(d.get("accuracy"), f"{where}.accuracy", 0.0, 100.0),
     )
 
 

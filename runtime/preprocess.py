@@ -20,8 +20,10 @@ Decoding and preprocessing are separate steps so a runner can time them separate
     >>> x = pre.preprocess(rgb)             # float32 [1, 3, 32, 32]
     >>> x = pre("cat.jpg")                  # both
 
-Bad input (missing or empty file, garbage bytes, truncated image, more pixels than
-``max_pixels``) raises ``ImageError`` naming the input and the problem; nothing else escapes.
+Bad input (missing, empty or non-regular file, a file over ``MAX_IMAGE_BYTES``, garbage bytes,
+a truncated image, float pixels, more pixels than ``max_pixels`` decoded *or after the resize*:
+a 1x2,000,000 strip is refused before its resize buffer is allocated) raises ``ImageError``
+naming the input and the problem; nothing else escapes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .manifest import InputSpec
+from .manifest import InputSpec, validate_input_spec
+from .readers import MAX_IMAGE_BYTES, ReadError, read_regular_file
 
 #: Default refusal limit in pixels (width x height) for one image: 80 MP.
 MAX_PIXELS = 80_000_000
@@ -93,12 +96,15 @@ def decode(image: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None 
         ImageError: unreadable, empty, truncated, too large, or an unsupported array.
     """
     label = name or describe(image)
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     if isinstance(image, np.ndarray):
-        img = _from_array(image, label)
+        img = _from_array(image, label, max_pixels)
         _check_pixels(img, max_pixels, label)
         return to_rgb(img)
     if isinstance(image, Image.Image):
         _check_pixels(image, max_pixels, label)
+        _check_mode(image, label)
         try:
             image.load()
             return to_rgb(_upright(image, in_place=False))
@@ -117,14 +123,15 @@ def decode(image: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None 
 
 
 def _read_file(path: Path, label: str) -> bytes:
+    """The file's bytes: a regular file of at most ``MAX_IMAGE_BYTES`` (never blocks on a FIFO)."""
     try:
-        return path.read_bytes()
+        return read_regular_file(path, MAX_IMAGE_BYTES, what="image")
     except FileNotFoundError:
         raise ImageError(f"image {label} not found") from None
-    except IsADirectoryError:
-        raise ImageError(f"image {label} is a directory, not an image file") from None
-    except OSError as exc:
-        raise ImageError(f"image {label} cannot be read: {exc.strerror or exc}") from exc
+    except ReadError as exc:
+        if path.is_dir():
+            raise ImageError(f"image {label} is a directory, not an image file") from None
+        raise ImageError(str(exc)) from None
 
 
 def _decode_bytes(data: bytes, max_pixels: int, label: str) -> Image.Image:
@@ -134,6 +141,7 @@ def _decode_bytes(data: bytes, max_pixels: int, label: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         _check_pixels(img, max_pixels, label)  # from the header, before decoding pixels
+        _check_mode(img, label)
         img.load()
         return to_rgb(_upright(img, in_place=True))
     except ImageError:
@@ -173,10 +181,23 @@ def _check_pixels(img: Image.Image, max_pixels: int, label: str) -> None:
                          "downscale it or raise max_pixels")
 
 
-def _from_array(arr: np.ndarray, label: str) -> Image.Image:
+def _check_mode(img: Image.Image, label: str) -> None:
+    """Refuse float pixels: their scale is unknown and ``convert("RGB")`` would clip silently."""
+    if img.mode in ("F", "I;32F", "RGBF") or img.mode.startswith("F;"):
+        raise ImageError(f"image {label} has floating-point pixels (mode {img.mode}); the runtime reads "
+                         "8-bit images (and 16-bit grayscale): convert it to 8-bit first")
+
+
+def _from_array(arr: np.ndarray, label: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if arr.dtype != np.uint8:
         raise ImageError(f"array input {label} must be uint8 (0..255); convert it explicitly, "
                          "the runtime does not guess a scale")
+    if arr.ndim in (2, 3) and (arr.shape[0] < 1 or arr.shape[1] < 1):
+        raise ImageError(f"image {label} has no pixels ({arr.shape[1] if arr.ndim > 1 else 0}x{arr.shape[0]})")
+    if arr.ndim in (2, 3) and arr.shape[0] * arr.shape[1] > max_pixels:
+        raise ImageError(f"image {label} refused: {arr.shape[1]}x{arr.shape[0]} = "
+                         f"{arr.shape[0] * arr.shape[1] / 1e6:.1f} MP exceeds the {max_pixels / 1e6:g} MP limit; "
+                         "downscale it or raise max_pixels")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim == 2:
@@ -217,12 +238,17 @@ class Preprocessor:
     """
 
     def __init__(self, spec: InputSpec, max_pixels: int = MAX_PIXELS) -> None:
+        if not isinstance(spec, InputSpec):
+            raise ValueError(f"Preprocessor needs an InputSpec (bundle.input), got {type(spec).__name__}")
         if spec.rule != "resize_shorter_center_crop":
             raise ValueError(f"input rule {spec.rule!r} unknown; this runtime implements 'resize_shorter_center_crop'")
         if spec.interpolation not in _RESAMPLE:
             raise ValueError(f"interpolation {spec.interpolation!r} unknown; expected one of {sorted(_RESAMPLE)}")
         if spec.layout not in ("NCHW", "NHWC") or spec.dtype != "float32":
             raise ValueError(f"input layout/dtype {spec.layout}/{spec.dtype} unsupported; expected NCHW or NHWC float32")
+        spec = validate_input_spec(spec)  # sizes bounded, mean/std/scale finite, std > 0 (ManifestError)
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
         self.spec, self.max_pixels = spec, max_pixels
         self._resample = _RESAMPLE[spec.interpolation]
         # One float32 value per (channel, uint8 level), computed with the same float32 ops as
@@ -244,9 +270,17 @@ class Preprocessor:
 
     def preprocess(self, rgb: Image.Image) -> np.ndarray:
         """RGB PIL image -> normalised float32 ``[1, 3, crop, crop]`` (``[1, crop, crop, 3]`` for NHWC)."""
+        if not isinstance(rgb, Image.Image):
+            raise ImageError(f"preprocess expects the PIL image decode() returns, got {describe(rgb)}")
         if rgb.mode != "RGB":
             raise ImageError(f"preprocess expects an RGB image from decode(), got mode {rgb.mode}")
+        _check_pixels(rgb, self.max_pixels, describe(rgb))
         size = resized_size(rgb.width, rgb.height, self.spec.resize_size)
+        if size[0] * size[1] > self.max_pixels:  # before the resize buffer is allocated
+            raise ImageError(f"image {rgb.width}x{rgb.height} refused: resizing its shorter side to "
+                             f"{self.spec.resize_size} gives {size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.1f} MP, "
+                             f"more than the {self.max_pixels / 1e6:g} MP limit (an extreme aspect ratio); "
+                             "crop it closer to square first")
         if size != rgb.size:
             rgb = rgb.resize(size, self._resample)
         arr = center_crop(np.asarray(rgb), self.spec.crop_size)  # [crop, crop, 3] uint8
@@ -259,7 +293,11 @@ class Preprocessor:
         return out
 
     def __call__(self, image: ImageInput, name: str | None = None) -> np.ndarray:
-        return self.preprocess(self.decode(image, name=name))
+        rgb = self.decode(image, name=name)
+        try:
+            return self.preprocess(rgb)
+        except ImageError as exc:
+            raise ImageError(f"{exc} ({name or describe(image)})") from None
 
 
 def preprocess(image: ImageInput, spec: InputSpec, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -21,6 +21,13 @@ CIFAR                       ``cifar-10-batches-py`` / ``cifar-100-python`` pytho
                             arrays, lists and dicts (a pickle can run code; this one refuses)
 ==========================  ================================================================
 
+Every read is bounded: ``read_regular_file`` refuses what is not a regular file (a FIFO would
+block forever, ``/dev/zero`` never ends) and anything larger than the limit it is given; an
+archive member larger than ``MAX_IMAGE_BYTES`` is refused; a truncated or corrupt archive (a
+member cut short, a bad header checksum, no end-of-archive marker) is an error, never a shorter
+list of images. Listings say what they skipped (``FolderListing.skipped``,
+``TarListing.skipped``): visible files that are not images or not regular files.
+
 Errors are ``ReadError`` with the path and what was expected; each room re-raises them as its
 own error type (``InputError``, ``DataError``) with the same message.
 
@@ -38,16 +45,20 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
+import os
 import pickle
+import stat
 import tarfile
 from collections.abc import Collection, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 #: File name endings read as images (lower case; matched case-insensitively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -55,10 +66,88 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".ti
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 #: CIFAR splits, by their folder's file names (``CIFAR_LAYOUTS``).
 CIFAR_SPLITS = ("test", "train")
+#: The largest image file or archive member read (bytes); larger is refused, not read.
+MAX_IMAGE_BYTES = 256 * 2**20
 
 
 class ReadError(ValueError):
     """A file or folder that cannot be read as the kind asked for; the message says why."""
+
+
+# -- bounded reads ---------------------------------------------------------------------------
+def _kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device (like /dev/null or /dev/zero)"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _stat_regular(path: Path, what: str) -> os.stat_result:
+    """``os.stat`` of a regular file, else ``ReadError`` (``FileNotFoundError`` when missing)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ReadError(f"{what} {str(path)!r} is a symlink loop") from None
+        raise ReadError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # an embedded NUL byte
+        raise ReadError(f"{what} {str(path)!r} is not a usable path ({exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ReadError(f"{what} {str(path)!r} is {_kind_of(st.st_mode)}, not a regular file: refusing "
+                        "to read it")
+    return st
+
+
+def check_regular_file(path: str | Path, what: str = "file") -> int:
+    """The size of ``path`` when it is a regular file (symlinks followed).
+
+    Raises:
+        FileNotFoundError: it does not exist.
+        ReadError: a directory, FIFO, device, socket, symlink loop or unreadable path.
+    """
+    return _stat_regular(Path(path), what).st_size
+
+
+def read_regular_file(path: str | Path, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, never blocking on a FIFO.
+
+    Raises:
+        FileNotFoundError: it does not exist.
+        ReadError: not a regular file, larger than ``max_bytes``, or unreadable; the message
+            names ``what`` and the path.
+    """
+    path = Path(path)
+    size = _stat_regular(path, what).st_size
+    if size > max_bytes:
+        raise ReadError(f"{what} {str(path)!r} is {size:,} bytes, more than the {max_bytes:,}-byte limit: "
+                        "refusing to read it")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ReadError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped after the stat above
+            raise ReadError(f"{what} {str(path)!r} is not a regular file: refusing to read it")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ReadError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ReadError(f"{what} {str(path)!r} grew past the {max_bytes:,}-byte limit while being read")
+    return data
 
 
 def is_image(name: str) -> bool:
@@ -82,12 +171,15 @@ class FolderListing:
         nested: posix names relative to ``root`` of the images in sub-folders (any depth),
             sorted as strings.
         class_dirs: the visible sub-folders of ``root``, sorted (with or without images).
+        skipped: posix names of the visible files that are not read: not an image name
+            (``.gif``, ``.txt``, …) or not a regular file (a FIFO, a device, a broken link).
     """
 
     root: Path
     top: tuple[str, ...]
     nested: tuple[str, ...]
     class_dirs: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
 
     def path(self, name: str) -> Path:
         """The file of image ``name``."""
@@ -107,15 +199,38 @@ class FolderListing:
 
 
 def list_folder(root: str | Path) -> FolderListing:
-    """List the images of a folder: the top level and, recursively, its visible sub-folders."""
+    """List the images of a folder: the top level and, recursively, its visible sub-folders.
+
+    Raises:
+        ReadError: ``root`` is not a directory (a file, a FIFO, a device) or cannot be listed.
+    """
     root = Path(root)
-    top = sorted(p.name for p in root.iterdir()
-                 if p.is_file() and is_image(p.name) and not is_hidden([p.name]))
-    nested = sorted(rel.as_posix() for rel in (p.relative_to(root) for p in root.rglob("*"))
-                    if len(rel.parts) > 1 and is_image(rel.name) and not is_hidden(rel.parts)
-                    and (root / rel).is_file())
+    try:
+        mode = os.stat(root).st_mode
+    except OSError as exc:
+        raise ReadError(f"{str(root)!r} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(mode):
+        raise ReadError(f"{str(root)!r} is {_kind_of(mode)}, not a folder of images")
+    try:
+        entries = [p.relative_to(root) for p in root.rglob("*")]
+    except OSError as exc:
+        raise ReadError(f"{str(root)!r} cannot be listed: {exc.strerror or exc}") from None
+    top: list[str] = []
+    nested: list[str] = []
+    skipped: list[str] = []
+    for rel in entries:
+        if is_hidden(rel.parts):
+            continue
+        path = root / rel
+        if path.is_dir():
+            continue
+        if is_image(rel.name) and path.is_file():
+            (top if len(rel.parts) == 1 else nested).append(rel.as_posix())
+        else:
+            skipped.append(rel.as_posix())
     class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_hidden([p.name]))
-    return FolderListing(root, tuple(top), tuple(nested), tuple(class_dirs))
+    return FolderListing(root, tuple(sorted(top)), tuple(sorted(nested)), tuple(class_dirs),
+                         tuple(sorted(skipped)))
 
 
 # -- tar archives ----------------------------------------------------------------------------
@@ -128,32 +243,117 @@ def _is_image_member(member: tarfile.TarInfo) -> bool:
     return member.isfile() and is_image(member.name) and not is_hidden(PurePosixPath(member.name).parts)
 
 
+class _CheckedTarInfo(tarfile.TarInfo):
+    """A ``TarInfo`` whose header parsing calls a cut or corrupt archive an error.
+
+    :mod:`tarfile` ends the member list silently at a truncated or zero-length header or a bad
+    checksum after the first member (a truncated ``.tar.gz`` reads as its first N images);
+    only the all-zero end-of-archive block is a proper end here.
+    """
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _CheckedTarInfo:
+        if len(buf) == 0:
+            raise tarfile.ReadError("truncated: the archive ends without its end-of-archive marker "
+                                    "(an interrupted download or copy?)")
+        if len(buf) != tarfile.BLOCKSIZE:
+            raise tarfile.ReadError(f"truncated: a member header is cut short ({len(buf)} of "
+                                    f"{tarfile.BLOCKSIZE} bytes)")
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except _EOF_HEADER:  # the all-zero end-of-archive block: the proper end
+            raise
+        except _INVALID_HEADER as exc:
+            raise tarfile.ReadError(f"corrupt: a member header is damaged ({exc})") from None
+
+
+#: tarfile's header errors (not in its ``__all__``, nor in typeshed).
+_EOF_HEADER: type[Exception] = getattr(tarfile, "EOFHeaderError")  # noqa: B009
+_INVALID_HEADER: type[Exception] = getattr(tarfile, "InvalidHeaderError")  # noqa: B009
+
+
+def _open_tar(path: str | Path) -> tarfile.TarFile:
+    path = Path(path)
+    try:
+        check_regular_file(path, "archive")
+    except ReadError as exc:
+        raise tarfile.ReadError(str(exc)) from None
+    return tarfile.open(path, "r|*", tarinfo=_CheckedTarInfo)
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    if member.size > MAX_IMAGE_BYTES:
+        raise tarfile.ReadError(f"member {member.name!r} is {member.size:,} bytes, more than the "
+                                f"{MAX_IMAGE_BYTES:,}-byte image limit")
+    handle: IO[bytes] | None = tar.extractfile(member)
+    assert handle is not None  # a regular file always has a handle
+    data = handle.read()
+    if len(data) != member.size:
+        raise tarfile.ReadError(f"truncated: member {member.name!r} has {len(data)} of its {member.size} bytes")
+    return data
+
+
+@dataclass(frozen=True)
+class TarListing:
+    """The visible members of an archive (nothing read yet).
+
+    Attributes:
+        images: names of the image members, in archive order.
+        skipped: names of the visible regular members that are not images (``.gif``, ``.txt``).
+    """
+
+    images: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+def list_tar(path: str | Path) -> TarListing:
+    """Image and skipped member names of an archive (one streamed pass to its end marker).
+
+    Raises:
+        tarfile.TarError: not a regular file, not an archive, truncated or corrupt.
+        OSError, EOFError: the archive cannot be read.
+    """
+    images: list[str] = []
+    skipped: list[str] = []
+    with _open_tar(path) as tar:
+        for member in tar:
+            if _is_image_member(member):
+                images.append(member.name)
+            elif member.isfile() and not is_hidden(PurePosixPath(member.name).parts):
+                skipped.append(member.name)
+    return TarListing(tuple(images), tuple(skipped))
+
+
 def tar_image_names(path: str | Path) -> list[str]:
     """Names of the visible image members of an archive, in archive order (one streamed pass).
 
     Raises:
-        tarfile.TarError, OSError, EOFError: not a readable archive.
+        tarfile.TarError, OSError, EOFError: not a readable archive, truncated or corrupt.
     """
-    with tarfile.open(path, "r|*") as tar:
-        return [member.name for member in tar if _is_image_member(member)]
+    return list(list_tar(path).images)
 
 
 def read_tar_members(path: str | Path, names: Collection[str]) -> dict[str, bytes]:
     """The bytes of the members ``names`` (one streamed pass, stops once all are read).
 
     Raises:
-        tarfile.TarError, OSError, EOFError: the archive cannot be read.
+        tarfile.TarError, OSError, EOFError: the archive cannot be read, is truncated or corrupt,
+        or a wanted member is missing or larger than ``MAX_IMAGE_BYTES``.
     """
     wanted = set(names)
     data: dict[str, bytes] = {}
-    with tarfile.open(path, "r|*") as tar:
+    if not wanted:
+        return data
+    with _open_tar(path) as tar:
         for member in tar:
             if member.name in wanted and member.isfile():
-                handle = tar.extractfile(member)
-                assert handle is not None  # a regular file always has a handle
-                data[member.name] = handle.read()
+                data[member.name] = _read_member(tar, member)
                 if len(data) == len(wanted):
                     break
+    missing = sorted(wanted - set(data))
+    if missing:
+        raise tarfile.ReadError(f"{len(missing)} member(s) not found on the second pass (first: {missing[0]!r}); "
+                                "the archive changed while being read")
     return data
 
 
@@ -161,14 +361,12 @@ def iter_tar_images(path: str | Path) -> Generator[tuple[str, bytes], None, None
     """``(name, bytes)`` of every visible image member, in archive order (one streamed pass).
 
     Raises:
-        tarfile.TarError, OSError, EOFError: the archive cannot be read.
+        tarfile.TarError, OSError, EOFError: the archive cannot be read, is truncated or corrupt.
     """
-    with tarfile.open(path, "r|*") as tar:
+    with _open_tar(path) as tar:
         for member in tar:
             if _is_image_member(member):
-                handle = tar.extractfile(member)
-                assert handle is not None  # a regular file always has a handle
-                yield member.name, handle.read()
+                yield member.name, _read_member(tar, member)
 
 
 # -- CIFAR pickles ---------------------------------------------------------------------------
@@ -197,6 +395,10 @@ def unpickle_arrays(path: Path) -> dict[Any, Any]:
     Raises:
         ReadError: not a pickle, a pickle of anything but arrays, lists and dicts, or no dict.
     """
+    try:
+        check_regular_file(path, "CIFAR pickle")
+    except FileNotFoundError:
+        raise ReadError(f"{path} is missing") from None
     try:
         with open(path, "rb") as handle:
             data = _ArrayUnpickler(handle, encoding="bytes").load()
@@ -265,6 +467,8 @@ def read_cifar(folder: Path, layout: str, split: str = "test") -> CifarPart:
         ReadError: unknown split, missing batch files, malformed pickles, label indices
         outside the class names.
     """
+    import numpy as np
+
     if split not in CIFAR_SPLITS:
         raise ReadError(f"CIFAR split {split!r} unknown; splits: {', '.join(CIFAR_SPLITS)}")
     meta_name, names_key, labels_key, splits = CIFAR_LAYOUTS[layout]
