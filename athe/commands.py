@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from athe.cli import OneLineErrors, check_out_dir, one_line, threads_option
 from athe.variants import VARIANTS, get_variant
 
 DEMO_VARIANT = "athe-mini"
@@ -259,10 +260,25 @@ def _demo_data(data: str | None, download: bool, labels: Sequence[str], limit: i
     return source
 
 
-@click.group("demo", invoke_without_command=True)
-@click.option("--bundle", "bundle_dir", type=click.Path(), default="bundles/athe-mini-demo", show_default=True,
-              help="Where the demo bundle is converted to (reused when present).")
-@click.option("--threads", type=int, default=2, show_default=True)
+def _bundle_dir_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--bundle``: a folder (or a path to create one at), never a file."""
+    if value.strip() and Path(value).is_dir():
+        return value
+    check_out_dir(value)  # '' / a file in the way / under /proc / too long: refused, naming the rule
+    return value
+
+
+def _demo_threads(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    checked = threads_option(ctx, param, value)
+    assert checked is not None
+    return checked
+
+
+@click.group("demo", cls=OneLineErrors, invoke_without_command=True)
+@click.option("--bundle", "bundle_dir", type=str, default="bundles/athe-mini-demo", show_default=True,
+              callback=_bundle_dir_option, help="Where the demo bundle is converted to (reused when present).")
+@click.option("--threads", type=int, default=2, show_default=True, callback=_demo_threads,
+              help="LiteRT threads, 1 to 4 x the CPUs.")
 @click.option("--data", type=click.Path(), default=None, metavar="PATH",
               help="Labelled images (ImageFolder, .tar/.tar.gz of one, or a CIFAR folder) to measure both "
                    "accuracies on; images the model was trained on (cifar10-train) read too high.")
@@ -307,7 +323,7 @@ def demo(ctx: click.Context, bundle_dir: str, threads: int, data: str | None, do
                 adaptive = None
             dense = Dispatcher(b, backend="litert", threads=threads, policy=dense_policy)
     except BundleError as exc:
-        raise click.ClickException(f"{exc}; remove {bundle} to convert the demo bundle again") from None
+        raise click.ClickException(f"{one_line(exc)}; remove {bundle} to convert the demo bundle again") from None
     random = random or bool(b.manifest.random_weights)
     source = _demo_data(data, download, b.labels, limit)
     click.echo("")
@@ -346,7 +362,8 @@ def demo(ctx: click.Context, bundle_dir: str, threads: int, data: str | None, do
               help="A converted bundle folder with .tflite files (athe convert --format tflite).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 to reach it from a phone on the LAN (use --https then).")
-@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="TCP port (0: any free port).")
 @click.option("--https", "https", nargs=2, type=click.Path(), default=None, metavar="CERT KEY",
               help="Serve HTTPS with this PEM certificate and key (a phone needs it for a LAN address).")
 @click.option("--web-dir", type=click.Path(), default=None, help="The app folder (default: android_demo/web).")

@@ -14,6 +14,8 @@ Each command parses its options and calls one library function:
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,26 +23,85 @@ from typing import Any
 
 import click
 
+from athe.cli import (
+    OneLineErrors,
+    finite_float,
+    is_user_error,
+    one_line,
+    out_option,
+    threads_option,
+    thresholds_option,
+)
 from athe.pi_runner.meters import METER_NAMES
 
 BACKENDS = ("litert", "executorch", "torch")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean a bad setting or input: shown as one ``Error:`` line."""
-    from athe.pi_runner.inputs import InputError
-    from athe.pi_runner.meters import EnergyMeterError
-    from athe.runtime.backends import BackendError
-    from athe.runtime.bundle import BundleError
-    from athe.runtime.dispatcher import DispatchError
-    from athe.runtime.preprocess import ImageError
+def energy_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--energy``: the arguments of a known meter checked at parse time (names at run time).
 
-    return (BundleError, BackendError, DispatchError, InputError, EnergyMeterError, ImageError,
-            FileExistsError, ValueError)
+    An unknown name is left to the run, whose message lists the meters and the closest one.
+    """
+    text = value.strip()
+    name, sep, arg = text.partition(":")
+    name = name.strip().lower()
+    if not text:
+        raise click.BadParameter(f"empty: name a meter ({', '.join(METER_NAMES)}) or 'none'")
+    if name in ("none", "auto", "pmic") and sep:
+        raise click.BadParameter(f"{value!r}: {name!r} takes no argument")
+    if name == "estimate":
+        try:
+            watts = float(arg)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: estimate needs the assumed power in watts, e.g. "
+                                     "estimate:6.5") from None
+        if not math.isfinite(watts) or not 0 < watts <= 10_000:
+            raise click.BadParameter(f"{value!r}: the watts must be a finite number in (0, 10000]")
+    elif name in ("ina219", "ina226", "ina260"):
+        parts = arg.split(":") if arg else []
+        most = 2 if name == "ina260" else 3
+        form = f"{name}[:BUS[:ADDR" + ("" if name == "ina260" else "[:SHUNT_OHMS]") + "]]"
+        if len(parts) > most or any(not p.strip() for p in parts):
+            raise click.BadParameter(f"{value!r}: write {form}, e.g. {name}:1:0x40")
+        try:
+            bus = int(parts[0]) if parts else 1
+            address = int(parts[1], 0) if len(parts) > 1 else 0x40
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: BUS is a number (1) and ADDR an I2C address (0x40); "
+                                     f"write {form}") from None
+        if not 0 <= bus <= 1023:
+            raise click.BadParameter(f"{value!r}: I2C bus {bus} out of range 0-1023")
+        if not 0x03 <= address <= 0x77:
+            raise click.BadParameter(f"{value!r}: I2C address {address:#x} out of range 0x03-0x77")
+        if len(parts) > 2:
+            try:
+                shunt = float(parts[2])
+            except ValueError:
+                shunt = math.nan
+            if not math.isfinite(shunt) or not 0 < shunt <= 1000:
+                raise click.BadParameter(f"{value!r}: SHUNT_OHMS must be a finite resistance in (0, 1000], "
+                                         "e.g. 0.1")
+    elif name == "csv" and not arg.strip():
+        raise click.BadParameter(f"{value!r}: write csv:PATH (the meter's log file)")
+    return text
 
 
-class RunGroup(click.Group):
-    """A group whose first argument, when it is not a subcommand, selects ``measure``."""
+def input_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--input``: not empty, no NUL byte (what it names is read at run time)."""
+    if not value.strip():
+        raise click.BadParameter("empty: give an image folder, an ImageFolder dataset, a CIFAR folder, "
+                                 "a .tar/.tar.gz archive, an image, or camera[:N]")
+    if "\x00" in value:
+        raise click.BadParameter("contains a NUL byte")
+    return value
+
+
+class RunGroup(OneLineErrors):
+    """A group whose first argument, when it is not a subcommand, selects ``measure``.
+
+    Its subcommands' user errors are one ``Error:`` line and Ctrl-C exits 130, also when run
+    as ``python -m athe.pi_runner`` (:class:`athe.cli.OneLineErrors`).
+    """
 
     default_command = "measure"
 
@@ -101,36 +162,37 @@ def _check_energy(energy: str, repeat: int) -> None:
 
 def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--input", "input_spec", required=True, metavar="PATH|camera[:N]",
+        click.option("--input", "input_spec", required=True, metavar="PATH|camera[:N]", callback=input_option,
                      help="Image folder, ImageFolder dataset, CIFAR python folder, .tar/.tar.gz "
                           "ImageFolder archive, one image, or camera[:N]."),
         click.option("--backend", type=click.Choice(BACKENDS), default="litert", show_default=True,
                      help="Runtime: litert (.tflite), executorch (.pte), torch (.pt2 reference)."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="Backend threads [default: all cores]."),
+        click.option("--threads", type=int, default=None, callback=threads_option,
+                     help="Backend threads, 1 to 4 x the CPUs [default: all cores]."),
         click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
                      help="Warm-up images (then one run of every model)."),
         click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
                      help="Passes over the same images (at least 3 with a meter)."),
         click.option("--limit", type=click.IntRange(min=1), default=None,
                      help="Use at most this many images (camera: frames, default 30)."),
-        click.option("--shuffle", "shuffle", type=int, default=None, metavar="SEED",
+        click.option("--shuffle", "shuffle", type=click.IntRange(min=0), default=None, metavar="SEED",
                      help="Seeded random order (subset with --limit) instead of sorted order."),
         click.option("--split", type=click.Choice(["test", "train"]), default="test",
                      show_default=True, help="Split of a CIFAR folder."),
         click.option("--no-labels", "ignore_labels", is_flag=True,
                      help="Ignore class folders (no accuracy)."),
-        click.option("--thresholds", default=None, metavar="NAME=P,...",
+        click.option("--thresholds", default=None, metavar="NAME=P,...", callback=thresholds_option,
                      help="Override exit thresholds (s1=0.9,s2=0.8) or router thresholds "
                           "(simple=0.7,complex=0.5), per the policy."),
-        click.option("--seed", type=int, default=0, show_default=True,
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of the random policy."),
-        click.option("--energy", default="auto", show_default=True, metavar="METER",
+        click.option("--energy", default="auto", show_default=True, metavar="METER", callback=energy_option,
                      help=f"Energy meter: {', '.join(METER_NAMES)}; forms: ina219[:BUS[:ADDR[:SHUNT]]], "
                           "powercap[:ZONE,..], hwmon[:DEVICE], csv:PATH, estimate:WATTS."),
-        click.option("--idle-seconds", type=click.FloatRange(min=0), default=10.0, show_default=True,
+        click.option("--idle-seconds", type=float, default=10.0, show_default=True,
+                     callback=finite_float(0.0, 3600.0),
                      help="Idle baseline window with models loaded (0: gross energy only)."),
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+        click.option("--out", type=str, default=None, callback=out_option, metavar="DIR",
                      help="Report folder [default: runs/NAME-TIMESTAMP]."),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
         click.option("--no-plots", is_flag=True, help="Do not write PNG plots."),
@@ -149,27 +211,43 @@ def _default_out(name: str) -> Path:
     return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _thresholds(text: str | None) -> dict[str, float] | None:
-    if text is None:
-        return None
-    from athe.runtime.dispatcher import parse_thresholds
+def _summary_complete(path: Path) -> bool:
+    import json
 
-    return parse_thresholds(text)
+    try:
+        return bool(json.loads(path.read_text(encoding="utf-8")).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _call(out: Path, fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; user errors become one-line click errors, Ctrl-C exits 130 naming what was kept."""
+    """Run ``fn``; user errors become one-line click errors; Ctrl-C exits 130 (SIGTERM 143,
+    SIGHUP 129) saying what was kept."""
+    from athe.pi_runner.runner import interrupt_signals
+
     started = time.time()
     try:
-        return fn()
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: completed rows kept in {out}, summary marked incomplete", err=True)
-        raise click.exceptions.Exit(130) from None
-    except _user_errors() as exc:
+        with interrupt_signals(ignore_after=True):  # SIGTERM/SIGHUP like Ctrl-C, each once
+            return fn()
+    except KeyboardInterrupt as exc:
+        code = int(getattr(exc, "exit_code", 130))
+        what = "interrupted" if code == 130 else f"terminated ({exc})"
+        summary, rows = out / "summary.json", out / "per_image.jsonl"
+        if summary.exists() and summary.stat().st_mtime >= started - 1.0:
+            state = "marked incomplete" if not _summary_complete(summary) else "complete (the run had finished)"
+            click.echo(f"\n{what}: completed rows kept in {out}, summary {state}", err=True)
+        elif rows.exists():
+            click.echo(f"\n{what}: completed rows kept in {rows} (no summary was written)", err=True)
+        else:
+            click.echo(f"\n{what} before any image was measured: nothing written", err=True)
+        raise click.exceptions.Exit(code) from None
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
         summary = out / "summary.json"
         kept = (f" (rows so far kept in {out}, summary marked incomplete)"
                 if summary.exists() and summary.stat().st_mtime >= started - 1.0 else "")
-        raise click.ClickException(f"{exc}{kept}") from exc
+        raise click.ClickException(f"{one_line(exc)}{kept}") from exc
 
 
 @click.group("run", cls=RunGroup, invoke_without_command=True,
@@ -197,17 +275,17 @@ def run(ctx: click.Context) -> None:
 @_common_options
 def measure(bundle: Path, policy: str, level_energy: bool, input_spec: str, backend: str,
             threads: int | None, warmup: int, repeat: int, limit: int | None,
-            shuffle: int | None, split: str, ignore_labels: bool, thresholds: str | None,
+            shuffle: int | None, split: str, ignore_labels: bool, thresholds: dict[str, float] | None,
             seed: int, energy: str, idle_seconds: float, out: Path | None, no_progress: bool,
             no_plots: bool, fsync: bool) -> None:
     """Measure BUNDLE on --input: per-image rows, summary, CSV, plots, table."""
     from athe.pi_runner.runner import run_bundle
 
     _check_energy(energy, repeat)
-    out = out or _default_out(f"{bundle.resolve().name}-{policy or 'default'}")
+    out = out or _default_out(f"{Path(os.path.abspath(bundle)).name}-{policy or 'default'}")
     _call(out, lambda: run_bundle(
         bundle, input_spec, out=out, backend=backend, threads=threads, policy=policy,
-        thresholds=_thresholds(thresholds), seed=seed, warmup=warmup, repeat=repeat, limit=limit,
+        thresholds=thresholds, seed=seed, warmup=warmup, repeat=repeat, limit=limit,
         shuffle=shuffle, split=split, ignore_labels=ignore_labels, energy=energy,
         idle_seconds=idle_seconds, level_energy=level_energy, progress=not no_progress,
         plots=not no_plots, fsync=fsync, console=_console()))
@@ -221,7 +299,7 @@ def measure(bundle: Path, policy: str, level_energy: bool, input_spec: str, back
 @_common_options
 def compare(bundles: tuple[Path, ...], policies: str, input_spec: str, backend: str,
             threads: int | None, warmup: int, repeat: int, limit: int | None,
-            shuffle: int | None, split: str, ignore_labels: bool, thresholds: str | None,
+            shuffle: int | None, split: str, ignore_labels: bool, thresholds: dict[str, float] | None,
             seed: int, energy: str, idle_seconds: float, out: Path | None, no_progress: bool,
             no_plots: bool, fsync: bool) -> None:
     """Run BUNDLES × --policies interleaved on the same images; print ratios to the first."""
@@ -232,7 +310,7 @@ def compare(bundles: tuple[Path, ...], policies: str, input_spec: str, backend: 
     out = out or _default_out("compare")
     _call(out, lambda: compare_runs(
         list(bundles), input_spec, out=out, policies=policy_list, backend=backend,
-        threads=threads, thresholds=_thresholds(thresholds), seed=seed, warmup=warmup,
+        threads=threads, thresholds=thresholds, seed=seed, warmup=warmup,
         repeat=repeat, limit=limit, shuffle=shuffle, split=split, ignore_labels=ignore_labels,
         energy=energy, idle_seconds=idle_seconds, progress=not no_progress,
         plots=not no_plots, fsync=fsync, console=_console()))

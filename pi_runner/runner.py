@@ -23,7 +23,11 @@
 8. ``summary.json``, ``per_image.csv``, PNG plots and a short table on the terminal.
 
 Ctrl-C or a crash during 3–6 keeps every completed row and writes a summary marked
-``"complete": false`` with the reason (:class:`~athe.pi_runner.report.RunRecorder`).
+``"complete": false`` with the reason (:class:`~athe.pi_runner.report.RunRecorder`). SIGTERM
+(``kill``, a service stop) and SIGHUP (the terminal closed) are handled like Ctrl-C
+(:func:`interrupt_signals`: they raise :class:`Terminated`, exit 128 + the signal); once the
+first interrupt arrived, or while a summary is being written, further ones are held until
+the summary is on disk.
 
 Energy per image is gross (meter window joules / images) and net (minus idle watts × window
 seconds), mean ± sample std over the repeats; the window covers the whole pass, i.e. the
@@ -42,6 +46,8 @@ Example::
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -146,6 +152,111 @@ class RunResult:
     out_dir: Path
     summary: dict[str, Any]
     files: dict[str, Path]
+
+
+# -- signals ---------------------------------------------------------------------------------
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during a run: handled like Ctrl-C (rows kept, summary incomplete).
+
+    Attributes:
+        signum: the signal; ``exit_code`` is ``128 + signum`` (143 for SIGTERM, 129 for SIGHUP).
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        super().__init__(f"{signal.Signals(self.signum).name} received")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+#: The signals a run turns into an interruption (those this platform has).
+INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                          if hasattr(signal, name))
+
+
+class _Interrupts:
+    """What :func:`interrupt_signals` installs: the first signal raises, later ones are held."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.holding = False
+        self.held: list[int] = []
+
+    def handler(self, signum: int, frame: object) -> None:
+        if self.fired or self.holding:
+            self.held.append(signum)  # the summary of the first interruption is being written
+            return
+        for state in _ACTIVE:  # enclosing blocks (the CLI's) hold the later ones too
+            state.fired = True
+        self.fired = True
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    def hold(self) -> None:
+        """Hold signals from now on (a summary is about to be written)."""
+        self.holding = True
+
+    def release(self) -> None:
+        """Stop holding; a signal held meanwhile (and not yet acted on) is raised now."""
+        self.holding = False
+        if self.held and not self.fired:
+            signum = self.held.pop(0)
+            self.fired = True
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
+_ACTIVE: list[_Interrupts] = []
+
+
+def hold_interrupts() -> None:
+    """Hold interrupts until the run's :func:`interrupt_signals` block ends (no-op outside one)."""
+    if _ACTIVE:
+        _ACTIVE[-1].hold()
+
+
+def release_interrupts() -> None:
+    """End :func:`hold_interrupts`; a signal held meanwhile is raised now."""
+    if _ACTIVE:
+        _ACTIVE[-1].release()
+
+
+@contextmanager
+def interrupt_signals(ignore_after: bool = False) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP interrupt the block; each only once.
+
+    Args:
+        ignore_after: when the block ends by an interruption, leave the three signals ignored
+            instead of restoring the previous handlers (for a command line that exits next:
+            a late second Ctrl-C then cannot turn a clean exit 130 into a traceback).
+
+    SIGINT raises ``KeyboardInterrupt`` as usual, SIGTERM and SIGHUP raise :class:`Terminated`
+    (a ``KeyboardInterrupt``), so every ``except KeyboardInterrupt`` / ``finally`` that keeps
+    rows and writes a partial summary handles them too. After the first, or once
+    :func:`hold_interrupts` was called (a summary is being written), further signals are held;
+    one held while no interruption was raised is raised when the block ends. Outside the main
+    thread (signals cannot be handled there) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    state = _Interrupts()
+    saved = {}
+    for sig in INTERRUPT_SIGNALS:
+        try:
+            saved[sig] = signal.signal(sig, state.handler)
+        except (OSError, ValueError):  # not settable here
+            continue
+    _ACTIVE.append(state)
+    try:
+        yield
+        state.release()
+    finally:
+        _ACTIVE.remove(state)
+        for sig, old in saved.items():
+            signal.signal(sig, signal.SIG_IGN if ignore_after and state.fired else old)
 
 
 # -- small pieces ----------------------------------------------------------------------------
@@ -471,20 +582,21 @@ def run_bundle(bundle: str | Path, inputs: str | Path | ImageSource | Sequence[S
     check_out(out, PER_IMAGE_JSONL, LEVEL_PASSES_JSONL)
     if not idle_seconds >= 0:
         raise ValueError(f"--idle-seconds must be >= 0, got {idle_seconds}")
-    meter, meter_text = open_meter(energy)
-    check_energy_repeats(meter, repeat)
-    try:
-        loaded = load_bundle(bundle, backend, threads, policy, thresholds, seed)
-        dispatcher = loaded.dispatcher
-        source = open_source(inputs, dispatcher.bundle.labels, limit, shuffle, split, ignore_labels)
-        check_source(source, [dispatcher.policy.kind])
-        opts = MeasureOptions(out=out, warmup=warmup, repeat=repeat, idle_seconds=idle_seconds,
-                              level_energy=level_energy, progress=progress, plots=plots, fsync=fsync,
-                              energy=energy if isinstance(energy, str) else None)
-        return _measure(loaded, source, meter, meter_text, opts, console)
-    finally:
-        if meter is not None:
-            meter.close()
+    with interrupt_signals():
+        meter, meter_text = open_meter(energy)
+        check_energy_repeats(meter, repeat)
+        try:
+            loaded = load_bundle(bundle, backend, threads, policy, thresholds, seed)
+            dispatcher = loaded.dispatcher
+            source = open_source(inputs, dispatcher.bundle.labels, limit, shuffle, split, ignore_labels)
+            check_source(source, [dispatcher.policy.kind])
+            opts = MeasureOptions(out=out, warmup=warmup, repeat=repeat, idle_seconds=idle_seconds,
+                                  level_energy=level_energy, progress=progress, plots=plots, fsync=fsync,
+                                  energy=energy if isinstance(energy, str) else None)
+            return _measure(loaded, source, meter, meter_text, opts, console)
+        finally:
+            if meter is not None:
+                meter.close()
 
 
 def _measure(loaded: LoadedBundle, source: ImageSource, meter: EnergyMeter | None, meter_text: str,
@@ -578,6 +690,9 @@ def _measure(loaded: LoadedBundle, source: ImageSource, meter: EnergyMeter | Non
                             window_open = False
                             state.readings[name].append(meter.end())
                         state.pass_seconds[name].append(seconds)
+        except BaseException:
+            hold_interrupts()  # a second Ctrl-C must not cut the partial summary short
+            raise
         finally:
             if window_open and meter is not None:
                 meter.end()  # close the window of an interrupted pass; its reading is dropped
@@ -586,7 +701,9 @@ def _measure(loaded: LoadedBundle, source: ImageSource, meter: EnergyMeter | Non
         state.guard = compare_snapshots(before, snapshot())
         rows = recorder.read_rows()
         summary = build_summary(rows, state, complete=True)
+        hold_interrupts()  # the complete summary is written whole; a signal now ends the run after it
         files = dict(recorder.finish(summary))
+        release_interrupts()
     if side_writer is not None:
         files["level_passes"] = out / LEVEL_PASSES_JSONL
     for line in state.guard.warnings:

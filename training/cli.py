@@ -9,10 +9,14 @@ from pathlib import Path
 
 import click
 
+from athe.cli import OneLineErrors, finite_float, is_user_error, one_line, out_option
 from athe.variants import VARIANTS, get_variant
 
+#: Bounds of the numeric options (a typo like --epochs 0 or --lr nan is refused at parse time).
+POSITIVE = click.IntRange(min=1)
 
-@click.group()
+
+@click.group(cls=OneLineErrors)
 def train() -> None:
     """Train a backbone (all levels, one weight set) or the difficulty router."""
 
@@ -24,15 +28,16 @@ def train() -> None:
 @click.option("--dataset", type=click.Choice(["auto", "cifar10", "cifar100", "imagefolder"]), default="auto")
 @click.option("--download", is_flag=True, help="Download CIFAR into --data if missing.")
 @click.option("--init", default=None, help="'timm' (pretrained weights; needs network) or a checkpoint path.")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--cheap-levels-per-step", type=int, default=0, show_default=True,
+@click.option("--epochs", type=click.IntRange(1, 100_000), default=None)
+@click.option("--batch-size", type=click.IntRange(1, 65_536), default=None)
+@click.option("--lr", type=float, default=None, callback=finite_float(1e-12, 10.0),
+              help="Peak learning rate, a finite number in (0, 10].")
+@click.option("--cheap-levels-per-step", type=click.IntRange(min=0), default=0, show_default=True,
               help="0: every cheaper level each step (sandwich); k: k of them, cycling.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--limit", type=int, default=None, help="Use only the first N training images.")
-@click.option("--max-steps", type=int, default=None)
-@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--limit", type=POSITIVE, default=None, help="Use only the first N training images.")
+@click.option("--max-steps", type=POSITIVE, default=None)
+@click.option("--workers", type=click.IntRange(0, 256), default=2, show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
               show_default=True, help="auto: bf16 autocast where the CPU has bf16 matmuls (AMX/AVX512-BF16).")
@@ -40,15 +45,15 @@ def train() -> None:
               help="Probability that a batch is mixed (mixup/cutmix); default: the variant's.")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="EMA of weights per step (0: off); default: the variant's.")
-@click.option("--exit-weight", type=click.FloatRange(0), default=1.0, show_default=True,
+@click.option("--exit-weight", type=float, default=1.0, show_default=True, callback=finite_float(0.0, 1000.0),
               help="Weight of each early exit's loss.")
-@click.option("--out", type=click.Path(), required=True, help="Run directory.")
+@click.option("--out", type=str, required=True, callback=out_option, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def backbone(variant_name: str, data: str | None, dataset: str, download: bool, init: str | None,
              epochs: int | None, batch_size: int | None, lr: float | None,
              cheap_levels_per_step: int, seed: int, limit: int | None, max_steps: int | None,
              workers: int, compile_: bool, precision: str, mix_prob: float | None,
-             ema_decay: float | None, exit_weight: float, out: str, resume: bool) -> None:
+             ema_decay: float | None, exit_weight: float, out: Path, resume: bool) -> None:
     """Train every level of VARIANT's backbone with one weight set."""
     from athe.training.train import TrainConfig, train_backbone
 
@@ -61,7 +66,7 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
     if init not in (None, "timm") and not Path(init).is_file():
         raise click.BadParameter(f"{init!r} is neither 'timm' nor an existing checkpoint file", param_hint="--init")
     cfg = TrainConfig(
-        variant=variant_name, data=str(data), out=out, epochs=epochs or recipe.epochs,
+        variant=variant_name, data=str(data), out=str(out), epochs=epochs or recipe.epochs,
         batch_size=batch_size or recipe.batch_size, lr=lr or recipe.lr,
         weight_decay=recipe.weight_decay, warmup_epochs=recipe.warmup_epochs,
         label_smoothing=recipe.label_smoothing, distill_weight=recipe.distill_weight,
@@ -74,8 +79,10 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
     )
     try:
         metrics = train_backbone(cfg, variant, resume=resume)
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        raise click.ClickException(one_line(exc)) from None
     click.echo(json.dumps(metrics, indent=2))
 
 
@@ -83,17 +90,22 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
 @click.option("--backbone", "backbone_run", type=click.Path(exists=True), required=True,
               help="Backbone run directory (or its last.pt).")
 @click.option("--data", type=click.Path(), default=None, help="Default: the backbone run's data.")
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--delta", type=float, default=None, help="Calibration: accuracy points below dense allowed.")
-@click.option("--out", type=click.Path(), default=None, help="Default: the backbone run directory.")
-def router(backbone_run: str, data: str | None, epochs: int, delta: float | None, out: str | None) -> None:
+@click.option("--epochs", type=click.IntRange(1, 100_000), default=30, show_default=True)
+@click.option("--delta", type=float, default=None, callback=finite_float(0.0, 100.0),
+              help="Calibration: accuracy points below dense allowed (0 to 100).")
+@click.option("--out", type=str, default=None, callback=out_option,
+              help="Default: the backbone run directory.")
+def router(backbone_run: str, data: str | None, epochs: int, delta: float | None, out: Path | None) -> None:
     """Label held-out images by per-level correctness, train the router CNN, calibrate thresholds."""
     from athe.training.router_train import train_router_from_run
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        result = train_router_from_run(backbone_run, data=data, epochs=epochs, delta=delta, out=out)
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        result = train_router_from_run(backbone_run, data=data, epochs=epochs, delta=delta,
+                                       out=None if out is None else str(out))
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        raise click.ClickException(one_line(exc)) from None
     json.dump(result, sys.stdout, indent=2)
     click.echo()
