@@ -48,6 +48,9 @@ MAX_MANIFEST_BYTES = 16 * 2**20
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 LAYOUTS = ("NCHW", "NHWC")
 TOKEN_SELECTIONS = ("none", "in-graph")
+#: The router threshold calibration writes for a level it never takes (``athe.runtime.routing.NEVER``):
+#: the one value outside [0, 1] a router threshold may have.
+NEVER_THRESHOLD = 1e9
 #: The features a logistic exit gate may read (``athe.runtime.gates``).
 GATE_FEATURES = ("max_prob", "margin", "entropy", "cls")
 
@@ -597,6 +600,16 @@ def _unit(value: Any, where: str) -> float:
     return float(value)
 
 
+def _router_threshold(value: Any, where: str) -> float:
+    """A finite number in [0, 1], or ``NEVER_THRESHOLD`` (calibration's "never take this level")."""
+    if _finite(value) == NEVER_THRESHOLD:
+        return NEVER_THRESHOLD
+    if _finite(value) is None or not 0.0 <= float(value) <= 1.0:
+        raise ManifestError(f"{where}: {value!r} must be a number in [0, 1] (or {NEVER_THRESHOLD:g}: never "
+                            "take this level); re-run calibration")
+    return float(value)
+
+
 def _gate(d: dict, where: str) -> GateSpec:
     _require(d, ["kind"], where)
     if d["kind"] not in GATE_KINDS:
@@ -699,7 +712,7 @@ def _router(d: dict, where: str) -> RouterSpec:
     raw = d["thresholds"]
     if not isinstance(raw, dict):
         raise _bad(f"{where}.thresholds", "an object {level: threshold}", raw, "re-run calibration")
-    thresholds = {str(k): _unit(v, f"{where}.thresholds.{k}") for k, v in raw.items()}
+    thresholds = {str(k): _router_threshold(v, f"{where}.thresholds.{k}") for k, v in raw.items()}
     target = d.get("calibration_target", {})
     return RouterSpec(
         files=_files(d["files"], f"{where}.files"), outputs=tuple(outputs), thresholds=thresholds,
