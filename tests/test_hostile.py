@@ -31,6 +31,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from athe.cli import cli, is_user_error
+from athe.pi_runner import inputs as runner_inputs
 from athe.runtime import dispatcher as dispatcher_module
 from athe.runtime import readers, routing
 from athe.runtime.bundle import Bundle, BundleError
@@ -1134,6 +1135,13 @@ def test_parse_thresholds_refuses_bad_text(text: str) -> None:
 
 
 @needs_dispatcher_checks
+@pytest.mark.parametrize("label", [[1], 1.5, float("nan"), True, {"a": 1}, "zebra", 10, -1])
+def test_a_bad_label_is_a_dispatch_error(dispatcher: Any, label: Any) -> None:
+    with pytest.raises(dispatcher_module.DispatchError, match="label"):
+        dispatcher.predict(np.zeros((8, 8, 3), np.uint8), label)
+
+
+@needs_dispatcher_checks
 def test_non_finite_model_output_is_refused(dispatcher: Any) -> None:
     dispatcher.levels["simple"].output = np.full((1, 10), np.nan, np.float32)
     with pytest.raises(dispatcher_module.DispatchError, match="NaN"):
@@ -1150,6 +1158,64 @@ def test_non_finite_model_output_is_refused(dispatcher: Any) -> None:
 def test_convert_option_is_validated_when_parsed(tmp_path: Path, args: list[str], option: str) -> None:
     args = [_value(a, tmp_path) for a in args]
     _one_line_error(_invoke(["convert", "--variant", "athe-mini", "--random-weights", *args]), 2, option)
+
+
+needs_input_counts = pytest.mark.skipif(
+    not hasattr(runner_inputs, "skipped_note"),
+    reason="the runner's input listing does not count skipped files yet (inputs.patch)")
+
+
+@needs_input_counts
+@pytest.mark.parametrize("kind", ["folder", "imagefolder", "tar"])
+def test_skipped_files_are_counted_on_the_console_and_in_the_summary(tmp_path: Path, fake_backend: None,
+                                                                     images: Path, kind: str) -> None:
+    if kind == "folder":
+        source = tmp_path / "flat"
+        source.mkdir()
+        (source / "a.png").write_bytes(_png((8, 8)))
+        (source / "b.gif").write_bytes(b"GIF89a")
+        (source / "c.gif").write_bytes(b"GIF89a")
+    elif kind == "imagefolder":
+        source = images
+        (images / "cat" / "x.gif").write_bytes(b"GIF89a")
+        (images / "dog" / "y.gif").write_bytes(b"GIF89a")
+    else:
+        source = _tar(tmp_path / "a.tar.gz", {"cat/0.png": _png((8, 8)), "cat/1.gif": b"GIF89a",
+                                              "dog/2.gif": b"GIF89a", "dog/3.png": _png((9, 8))})
+    bundle = write_manifest(tmp_path / "b", manifest_dict(tmp_path / "b", stages=False))
+    result = _measure(tmp_path, bundle, source, *(("--no-labels",) if kind == "folder" else ()))
+    assert result.exit_code == 0, result.output
+    assert "SKIPPED 2 file(s)" in result.output and ".gif" in result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert any("SKIPPED 2" in note for note in summary["inputs"]["notes"])
+
+
+@needs_input_counts
+def test_a_file_name_that_is_not_utf8_does_not_abort_the_run(tmp_path: Path, fake_backend: None) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "ok.png").write_bytes(_png((8, 8)))
+    try:
+        (root / os.fsdecode(b"caf\xe9.png")).write_bytes(_png((9, 8)))
+    except (OSError, UnicodeError):
+        pytest.skip("this filesystem refuses non-UTF-8 names")
+    bundle = write_manifest(tmp_path / "b", manifest_dict(tmp_path / "b", stages=False))
+    result = _measure(tmp_path, bundle, root)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["rows"] == 2 and summary["complete"]
+
+
+@needs_input_counts
+@pytest.mark.parametrize("target", ["/dev/null", "/dev/zero", "FIFO"])
+def test_open_inputs_refuses_what_is_neither_file_nor_folder(tmp_path: Path, target: str) -> None:
+    from athe.pi_runner.inputs import InputError, open_inputs
+
+    if target == "FIFO":
+        target = str(tmp_path / "p.png")
+        os.mkfifo(target)
+    with pytest.raises(InputError, match="neither a regular file nor a folder"):
+        open_inputs(target, LABELS)
 
 
 def test_case_count_covers_the_issue() -> None:
