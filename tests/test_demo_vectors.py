@@ -3,7 +3,9 @@
 ``android_demo/vectors/vectors.json`` is read by the Android core's JUnit tests and the PWA's
 tests; it is regenerated here in memory from ``athe.runtime`` and compared case by case, so a
 change in Python behaviour (dispatch rule, preprocessing, manifest validation) fails here
-until the vectors, and with them the other implementations, are updated.
+until the vectors, and with them the other implementations, are updated. Schema 2 adds the exit
+chain: manifests with stages and gates (and their refusals), gate scores, the exit rule at and
+around thresholds, whole chains with stand-in stages, and the policies the phones run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import PIL
 import pytest
 
 VECTORS_DIR = Path(__file__).resolve().parents[1] / "android_demo" / "vectors"
-MAX_BYTES = 200 * 1024
+#: The preprocessing cases are ~115 KiB, the manifests (schema 2, with stage chains) ~150 KiB,
+#: the one-field edits of a base manifest ~45 KiB.
+MAX_BYTES = 400 * 1024
 
 
 def _load_generator():
@@ -47,9 +51,15 @@ def test_vectors_were_made_with_this_pillow(committed):
     )
 
 
-@pytest.mark.parametrize("section", ["choose_level", "preprocess", "preprocess_errors", "rgba_to_rgb",
-                                     "exif_orientation", "softmax_top1",
-                                     "manifests"])
+SECTIONS = ["choose_level", "preprocess", "preprocess_errors", "rgba_to_rgb", "exif_orientation", "softmax_top1",
+            "manifests", "manifest_edits", "gate_score", "exit_decisions", "chains", "policies"]
+
+
+def test_every_section_is_compared(regenerated):
+    assert [k for k, v in regenerated.items() if isinstance(v, list) and v and isinstance(v[0], dict)] == SECTIONS
+
+
+@pytest.mark.parametrize("section", SECTIONS)
 def test_committed_vectors_equal_the_python_runtime(committed, regenerated, section):
     want = {case["name"]: case for case in regenerated[section]}
     have = {case["name"]: case for case in committed[section]}
@@ -83,3 +93,37 @@ def test_vectors_cover_the_cases_the_other_implementations_need(committed):
     assert {c["spec"]["layout"] for c in committed["preprocess"]} == {"NCHW", "NHWC"}
     manifests = committed["manifests"]
     assert sum("expected" in c for c in manifests) >= 2 and sum("error_contains" in c for c in manifests) >= 10
+    # schema 2: the old schema is refused, stage chains parse, every stage/gate refusal is there
+    assert all(c["expected"]["schema_version"] == 2 for c in manifests if "expected" in c)
+    assert any("schema_version 1 is not supported" in c.get("error", "") for c in manifests)
+    with_stages = [c for c in manifests if "expected" in c and c["expected"]["stage_names"]]
+    assert with_stages and {c["expected"]["default_policy"] for c in with_stages} == {"exit"}
+    gates = {st["gate"]["kind"] for c in with_stages for st in c["expected"]["stages"] if st["gate"]}
+    assert gates == {"logistic", "max_softmax"}
+    errors = " ".join(c.get("error", "") for c in manifests)
+    for message in ("stages must be a list", "unknown tensor(s)", "gate.kind:", "same non-zero length",
+                    "gate.std: every value must be > 0", "must be a number in [0, 1]",
+                    "every stage but the last needs a gate and a threshold", "stage names", "stages[2].files.tflite"):
+        assert message in errors, f"no manifest case refused with {message!r}"
+    assert sum(c.get("exact", False) for c in manifests) >= 30
+    edits = committed["manifest_edits"]
+    assert sum("error" in c for c in edits) >= 100 and any("expected" in c for c in edits)
+    assert all(c["exact"] for c in edits if "error" in c), "a field edit refused by something else than ManifestError"
+    # gates: both kinds, the CLS feature, a tie, clipping; scores in [0, 1]
+    scored = [c for c in committed["gate_score"] if "score" in c]
+    assert {c["gate"]["kind"] for c in scored} == {"logistic", "max_softmax"}
+    assert any(c["cls"] is not None for c in scored) and any(c["features"][1] == 0.0 for c in scored)
+    assert any(c["score"] == 1.0 for c in scored) and all(0.0 <= c["score"] <= 1.0 for c in scored)
+    # the exit rule exactly at a threshold (passes) and one ulp below (goes on)
+    decisions = committed["exit_decisions"]
+    assert any(c["scores"][c["expected"]] == c["thresholds"][c["expected"]] for c in decisions
+               if c["expected"] in c["thresholds"]), "no exit exactly at its threshold"
+    assert any(c["expected"] == c["stage_names"][-1] and 0 < c["thresholds"]["s1"] - c["scores"]["s1"] < 1e-15
+               for c in decisions if "s1" in c["thresholds"]), "no score one ulp below its threshold"
+    # chains: every exit taken, each fixed exit, logits passed on by name
+    chains = committed["chains"]
+    assert {c["expected"]["exit"] for c in chains if c["policy"] == "exit"} == {"s1", "s2", "s3"}
+    assert {c["policy"] for c in chains} >= {"exit", "exit:s1", "exit:s2", "exit:s3"}
+    assert any(c["expected"]["feeds"].get("s2") == [["s1", "tokens"], ["s1", "scores"]] for c in chains)
+    kinds = {c["expected"]["kind"] for c in committed["policies"] if "expected" in c}
+    assert kinds >= {"exit", "fixed-exit", "router", "fixed", "random", "oracle"}

@@ -32,9 +32,37 @@ Sections of ``vectors.json``:
 ``softmax_top1``
     ``{name, logits, label, probability}`` as the dispatcher computes them.
 ``manifests``
-    ``{name, manifest | text, expected}`` for valid ones, ``{..., error, error_contains}`` for
-    invalid ones (``error`` is the whole Python message, ``error_contains`` the part another
-    implementation must reproduce).
+    ``{name, manifest | text, expected}`` for valid ones, ``{..., error, error_contains, exact}``
+    for invalid ones (``error`` is the whole Python message, ``error_contains`` the part another
+    implementation must reproduce; ``exact``: the whole message must be reproduced). Schema 2:
+    the valid ones include stage chains (``expected.stages``, ``stage_names``,
+    ``default_policy``, ``exit_thresholds``), the invalid ones every stage and gate refusal.
+``manifest_edit_base``, ``manifest_edits``
+    a valid manifest, and cases ``{name, edits, expected | error, error_contains, exact,
+    exact_js}`` with ``edits`` ``[["put", "a.0.b", value] | ["drop", "a.0.b"], ...]`` applied to a
+    copy of the base (``apply_edits``): one field wrong at a time,
+    after ``tests/test_hostile.py``. ``exact_js``: also JavaScript can print the message word for
+    word (``JSON.parse`` reads 2.0 as 2 and rounds integers beyond 2**53).
+``gate_score``
+    ``{name, gate, logits, cls, features, score}``: the dispatcher's gate
+    (``athe.runtime.gates.CompiledGate``, equal to ``gate_score`` within 1e-12, checked here) on
+    one exit's float32 logits (and CLS token, ``null`` when the gate does not read it);
+    ``features`` is ``softmax_features`` (max_prob, margin, entropy). ``{name, gate, logits,
+    cls, error, error_contains}`` when the gate cannot be scored.
+``exit_decisions``
+    ``{name, stage_names, thresholds, scores, expected}``: the exit rule of
+    ``Dispatcher._run_chain`` on given gate scores (``scores`` per stage but the last, float64):
+    the first stage whose score is ``>=`` its threshold answers, else the last stage.
+``chains``
+    ``{name, manifest, image, outputs, policy, thresholds, expected}``: the whole exit chain of
+    ``Dispatcher._run_chain`` with stand-in stage artifacts that return ``outputs[stage]``
+    (flat float32 per output name). ``expected``: ``exit``, ``ran`` (stages run, in order),
+    ``feeds`` (per stage, ``[source, tensor]`` for each input in order: ``["input", "image"]``
+    or ``[previous stage, name]``), ``gate_scores``, ``logits``, ``label``, ``probability``.
+``policies``
+    ``{name, policy, level_names, stage_names, expected}`` with ``expected`` Python's parsed
+    ``{kind, stage, level}`` (``phone`` false for the kinds the phones do not run), or
+    ``{..., error, error_contains}`` for refused policies.
 
 Float32 values are written as their shortest round-tripping decimal, so a float32 parser
 (Java ``Float.parseFloat``, ``Math.fround`` in JS) recovers the exact value.
@@ -50,30 +78,52 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import PIL
 from PIL import Image
 
+from athe.runtime.dispatcher import Dispatcher, DispatchError, parse_policy
+from athe.runtime.gates import CompiledGate, gate_score, softmax_features
 from athe.runtime.manifest import (
     SCHEMA_VERSION,
     Artifact,
+    GateSpec,
     InputSpec,
     LevelSpec,
     Manifest,
     ManifestError,
     RouterSpec,
+    StageSpec,
     choose_level,
 )
 from athe.runtime.preprocess import Preprocessor, decode, resized_size, to_rgb
 
 VECTORS_PATH = Path(__file__).resolve().parent / "vectors.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: The CIFAR-10 statistics athe-mini ships with (any values would do; these are realistic).
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.247, 0.2435, 0.2616)
+
+#: Width of the vector chain's tokens (a real bundle's embed_dim; small keeps vectors.json small).
+EMBED = 4
+#: The vector chain: (name, blocks, keep, tokens, inputs, outputs, token_selection), as
+#: ``athe convert`` writes a 3-stage chain whose second stage keeps half the tokens.
+CHAIN = (
+    ("s1", (0, 1), 1.0, 5, ("image",), ("tokens", "scores", "logits"), "none"),
+    ("s2", (1, 2), 0.5, 3, ("tokens", "scores"), ("tokens", "logits"), "in-graph"),
+    ("s3", (2, 3), 1.0, 3, ("tokens",), ("logits",), "none"),
+)
+#: s1's logistic gate over the softmax features and the CLS token (3 + EMBED weights).
+LOGISTIC = GateSpec(kind="logistic", features=("max_prob", "margin", "entropy", "cls"),
+                    mean=(0.55, 0.3, 0.9, 0.0, 0.1, -0.1, 0.05), std=(0.2, 0.25, 0.4, 1.0, 0.9, 1.1, 0.8),
+                    weights=(1.4, 0.8, -0.9, 0.3, -0.2, 0.15, 0.05), bias=0.2, auroc=0.81)
+MAX_SOFTMAX = GateSpec(kind="max_softmax")
+CHAIN_GATES = {"s1": LOGISTIC, "s2": MAX_SOFTMAX}
+CHAIN_THRESHOLDS = {"s1": 0.7, "s2": 0.6}
 
 
 def f32(value: float | np.floating) -> float:
@@ -305,8 +355,13 @@ def _manifest(levels: tuple[str, ...] = ("simple", "complex", "dense"),
               formats: tuple[str, ...] = ("tflite", "pte"), router: bool = True,
               thresholds: dict[str, float] | None = None, labels: tuple[str, ...] = ("cat", "dog", "ship"),
               input_section: dict[str, Any] | None = None, variant: str = "athe-demo",
-              full: bool = True) -> dict[str, Any]:
-    """A manifest dict as ``athe convert`` writes it (through the runtime's own dataclasses)."""
+              full: bool = True, stages: bool = True, gates: dict[str, GateSpec] | None = None,
+              exit_thresholds: dict[str, float] | None = None,
+              stage_formats: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A manifest dict as ``athe convert`` writes it (through the runtime's own dataclasses).
+
+    ``stages``: the vector chain ``CHAIN`` with ``gates`` and ``exit_thresholds`` (default
+    ``CHAIN_GATES`` / ``CHAIN_THRESHOLDS``) in ``stage_formats`` (default ``formats``)."""
     inp = input_section or spec_dict(32, 32)
     specs = tuple(
         LevelSpec(name=n, keep=((1, 0.5), (3, 0.5)) if i < len(levels) - 1 else (), heads=3, fuse=i == 0,
@@ -322,13 +377,23 @@ def _manifest(levels: tuple[str, ...] = ("simple", "complex", "dense"),
             input_size=inp["crop_size"], macs=1_200_000,
             calibration_target={"accuracy_drop": 1.0}, accuracy=0.91,
         )
+    gates = CHAIN_GATES if gates is None else gates
+    exit_thresholds = CHAIN_THRESHOLDS if exit_thresholds is None else exit_thresholds
+    stage_specs = tuple(
+        StageSpec(name=n, blocks=blocks, keep=keep, fuse=False, heads=3, tokens=tokens,
+                  macs=20_000_000 * (i + 1), inputs=ins, outputs=outs, token_selection=sel,
+                  files={f: _artifact(f"stage-{n}", f, 2_000_000 + 1000 * i, full)
+                         for f in (stage_formats or formats)},
+                  gate=gates.get(n), threshold=exit_thresholds.get(n), val_accuracy=None)
+        for i, (n, blocks, keep, tokens, ins, outs, sel) in enumerate(CHAIN)
+    ) if stages else ()
     manifest = Manifest(
         schema_version=SCHEMA_VERSION, variant=variant,
         created_with={"athe": "0.1.0", "executorch": "1.5.1", "ai-edge-litert": "2.3.0"},
         checkpoint={"path": None, "sha256": None, "random_weights": True, "seed": 0},
         random_weights=True, precision="fp32",
         input=InputSpec(**{**inp, "mean": tuple(inp["mean"]), "std": tuple(inp["std"])}),
-        labels=labels, levels=specs, router=router_spec,
+        labels=labels, levels=specs, router=router_spec, stages=stage_specs,
     )
     return json.loads(manifest.dumps())
 
@@ -346,11 +411,19 @@ def _expected(m: Manifest) -> dict[str, Any]:
         "input_shape": list(Preprocessor(m.input).output_shape),
         "formats": m.formats(),
         "files": _files_by_owner(m),
+        "schema_version": m.schema_version,
+        "stage_names": m.stage_names,
+        "default_policy": m.default_policy,
+        "exit_thresholds": m.exit_thresholds(),
+        "stages": [{"name": st.name, "inputs": list(st.inputs), "outputs": list(st.outputs),
+                    "tokens": st.tokens, "token_selection": st.token_selection, "threshold": st.threshold,
+                    "gate": None if st.gate is None else json.loads(json.dumps(dataclasses.asdict(st.gate)))}
+                   for st in m.stages],
     }
 
 
 def _files_by_owner(m: Manifest) -> dict[str, dict[str, str]]:
-    """``{owner: {format: path}}``, levels cheapest first, then ``router``."""
+    """``{owner: {format: path}}``: levels cheapest first, ``stage:<name>`` in chain order, ``router``."""
     out: dict[str, dict[str, str]] = {}
     for owner, fmt, artifact in m.artifacts():
         out.setdefault(owner, {})[fmt] = artifact.path
@@ -371,22 +444,39 @@ def _edit(base: dict[str, Any], path: list[Any], value: Any = None, delete: bool
 
 def manifest_vectors() -> list[dict[str, Any]]:
     base = _manifest(thresholds={"simple": 0.62, "complex": 0.55})
-    lean = _manifest(thresholds={"simple": 0.62, "complex": 0.55}, formats=("tflite",), full=False)
+    lean = _manifest(thresholds={"simple": 0.62, "complex": 0.55}, formats=("tflite",), full=False, stages=False)
+    # the stage and gate refusals: one level, no router, the vector chain (small vectors.json)
+    slim = _manifest(levels=("only",), formats=("tflite",), router=False, full=False)
+    uncalibrated = {"s1": GateSpec(kind="max_softmax"), "s2": GateSpec(kind="max_softmax")}
     valid = [
-        ("3 levels, tflite + pte, router", base),
-        ("2 levels, tflite only, bilinear 16/14", _manifest(levels=("fast", "full"), formats=("tflite",),
-                                                            thresholds={"fast": 0.8},
-                                                            input_section=spec_dict(16, 14, "bilinear"),
-                                                            labels=("no", "yes"))),
+        ("3 levels, tflite + pte, router, a 3-stage exit chain", base),
+        ("2 levels, tflite only, bilinear 16/14, no stages", _manifest(
+            levels=("fast", "full"), formats=("tflite",), thresholds={"fast": 0.8},
+            input_section=spec_dict(16, 14, "bilinear"), labels=("no", "yes"), stages=False)),
         ("no router (fixed-level bundle), pte only, NHWC", _manifest(levels=("simple", "dense"), formats=("pte",),
-                                                                     router=False,
+                                                                     router=False, stages=False,
                                                                      input_section=spec_dict(32, 32, layout="NHWC"))),
         ("with a pt2 reference file the runtime does not deploy",
          _edit(base, ["levels", 0, "files", "pt2"], {"path": "simple.pt2", "sha256": _stable_sha("pt2"),
                                                      "bytes": 10})),
+        ("stages without a router: the exit policy is the default", slim),
+        ("uncalibrated exits: max_softmax gates at threshold 1.0 (athe convert without gates)",
+         _manifest(levels=("only",), formats=("tflite",), router=False, full=False, gates=uncalibrated,
+                   exit_thresholds={"s1": 1.0, "s2": 1.0})),
+        ("the last stage may carry a gate and a threshold; the chain never asks it",
+         _edit(_edit(slim, ["stages", 2, "gate"], {"kind": "max_softmax"}), ["stages", 2, "threshold"], 0.5)),
+        ("no stages field at all (schema 2 bundle without exits)", _edit(lean, ["stages"], delete=True)),
+        ("a stage without .tflite: Python accepts it, the browser cannot run it",
+         _manifest(levels=("only",), formats=("tflite", "pte"), stage_formats=("pte",), router=False, full=False)),
+        ("threshold 0 and 1 are both in range", _edit(_edit(slim, ["stages", 0, "threshold"], 0), ["stages", 1,
+                                                                                                   "threshold"], 1)),
     ]
+    stage_where = "manifest: stages"
     invalid: list[tuple[str, dict[str, Any] | list[Any], str]] = [
-        ("schema_version 2", _edit(lean, ["schema_version"], 2), "schema_version 2 is not supported"),
+        ("schema_version 1 (the previous schema)", _edit(lean, ["schema_version"], 1),
+         "schema_version 1 is not supported; this athe reads schema_version 2"),
+        ("schema_version 3", _edit(lean, ["schema_version"], 3), "schema_version 3 is not supported"),
+        ("schema_version as a string", _edit(lean, ["schema_version"], "2"), "schema_version '2' is not supported"),
         ("schema_version missing", _edit(lean, ["schema_version"], delete=True), "is not supported"),
         ("top level is a list", [lean], "top level must be a JSON object"),
         ("labels missing", _edit(lean, ["labels"], delete=True), "missing field(s) ['labels']"),
@@ -414,6 +504,67 @@ def manifest_vectors() -> list[dict[str, Any]]:
          "router.thresholds lacks ['complex']; re-run calibration"),
         ("router without input_size", _edit(lean, ["router", "input_size"], delete=True),
          "router: missing field(s) ['input_size']"),
+        # -- stages and gates (schema 2) ------------------------------------------------------
+        ("stages is an object, not a list", _edit(slim, ["stages"], {"s1": {}}),
+         "stages must be a list (empty for a bundle without exits)"),
+        ("stages is null", _edit(slim, ["stages"], None), "stages must be a list"),
+        ("stage without token_selection", _edit(slim, ["stages", 1, "token_selection"], delete=True),
+         f"{stage_where}[1]: missing field(s) ['token_selection']"),
+        ("stage without inputs and files", _edit(_edit(slim, ["stages", 0, "inputs"], delete=True),
+                                                 ["stages", 0, "files"], delete=True),
+         "missing field(s) ['inputs', 'files']"),
+        ("stage input tensor unknown", _edit(slim, ["stages", 1, "inputs"], ["tokens", "mask"]),
+         f"{stage_where}[1].inputs: unknown tensor(s) ['mask']; expected names from "
+         "('image', 'tokens', 'scores', 'logits')"),
+        ("stage output tensor unknown", _edit(slim, ["stages", 0, "outputs"], ["tokens", "cls", "attn", "logits"]),
+         f"{stage_where}[0].outputs: unknown tensor(s) ['cls', 'attn']"),
+        ("gate kind unknown", _edit(slim, ["stages", 0, "gate", "kind"], "entropy"),
+         f"{stage_where}[0].gate.kind: 'entropy' unknown; expected one of ('logistic', 'max_softmax')"),
+        ("gate without kind", _edit(slim, ["stages", 1, "gate", "kind"], delete=True),
+         f"{stage_where}[1].gate: missing field(s) ['kind']"),
+        ("logistic gate without weights", _edit(_edit(_edit(slim, ["stages", 0, "gate", "weights"], []),
+                                                      ["stages", 0, "gate", "mean"], []),
+                                                ["stages", 0, "gate", "std"], []),
+         f"{stage_where}[0].gate: weights, mean and std must have the same non-zero length (got 0, 0, 0)"),
+        ("logistic gate lengths differ", _edit(slim, ["stages", 0, "gate", "mean"], list(LOGISTIC.mean[:6])),
+         "must have the same non-zero length (got 7, 6, 7); re-run 'athe train router' (it fits the exit gates)"),
+        ("logistic gate std 0", _edit(slim, ["stages", 0, "gate", "std", 2], 0.0),
+         f"{stage_where}[0].gate.std: every value must be > 0; re-run 'athe train router'"),
+        ("logistic gate std negative", _edit(slim, ["stages", 0, "gate", "std", 0], -0.5),
+         f"{stage_where}[0].gate.std: every value must be > 0"),
+        ("threshold above 1", _edit(slim, ["stages", 0, "threshold"], 1.5),
+         f"{stage_where}[0].threshold: 1.5 must be a number in [0, 1]; re-run calibration"),
+        ("threshold below 0", _edit(slim, ["stages", 1, "threshold"], -0.25),
+         f"{stage_where}[1].threshold: -0.25 must be a number in [0, 1]"),
+        ("threshold is a string", _edit(slim, ["stages", 1, "threshold"], "0.6"),
+         f"{stage_where}[1].threshold: '0.6' must be a number in [0, 1]"),
+        ("threshold is true", _edit(slim, ["stages", 0, "threshold"], True),
+         f"{stage_where}[0].threshold: True must be a number in [0, 1]"),
+        ("the last stage's threshold is checked too", _edit(slim, ["stages", 2, "threshold"], 1.25),
+         f"{stage_where}[2].threshold: 1.25 must be a number in [0, 1]"),
+        ("a non-last stage without a gate", _edit(slim, ["stages", 1, "gate"], None),
+         f"{stage_where}[1]: every stage but the last needs a gate and a threshold; "
+         "re-run 'athe convert' with a checkpoint that has gates"),
+        ("a non-last stage without a threshold", _edit(slim, ["stages", 0, "threshold"], delete=True),
+         f"{stage_where}[0]: every stage but the last needs a gate and a threshold"),
+        ("the gate is checked before the threshold", _edit(_edit(slim, ["stages", 0, "gate", "kind"], "x"),
+                                                           ["stages", 0, "threshold"], 7),
+         f"{stage_where}[0].gate.kind: 'x' unknown"),
+        ("tensor names are checked before the gate", _edit(_edit(slim, ["stages", 0, "gate", "kind"], "x"),
+                                                           ["stages", 0, "inputs"], ["pixels"]),
+         f"{stage_where}[0].inputs: unknown tensor(s) ['pixels']"),
+        ("stage names repeat", _edit(slim, ["stages", 2, "name"], "s1"),
+         "manifest: stage names ['s1', 's2', 's1'] repeat; each stage needs its own name"),
+        ("stage with no formats", _edit(slim, ["stages", 1, "files"], {}),
+         f"{stage_where}[1].files: files must name at least one format"),
+        ("stage artifact of an unknown format", _edit(slim, ["stages", 0, "files", "onnx"],
+                                                      {"path": "s1.onnx", "sha256": "0", "bytes": 1}),
+         f"{stage_where}[0].files: unknown format 'onnx'; expected one of ('tflite', 'pte', 'pt2')"),
+        ("stage artifact escaping the bundle", _edit(slim, ["stages", 2, "files", "tflite", "path"],
+                                                     "../stage-s3.tflite"),
+         f"{stage_where}[2].files.tflite: path '../stage-s3.tflite' must be relative to the bundle folder"),
+        ("levels are checked before stages", _edit(_edit(slim, ["levels"], []), ["stages"], None),
+         "manifest: levels is empty"),
     ]
     out: list[dict[str, Any]] = []
     for name, d in valid:
@@ -427,20 +578,537 @@ def manifest_vectors() -> list[dict[str, Any]]:
             path.write_text(text)
             case = _error(lambda: Manifest.load(path), contains)
             case["error"] = case["error"].replace(str(path), "manifest.json")
+            case["exact"] = False  # the JSON parser's own words differ between implementations
             out.append({"name": name, "text": text, **case})
     return out
+
+
+# -- manifest field edits (one field wrong at a time) ---------------------------------------------
+LABELS10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _edit_base() -> dict[str, Any]:
+    """A valid schema-2 manifest (router, three levels, two stages), the base of ``manifest_edits``."""
+    def art(name: str) -> dict[str, Any]:
+        return {"path": name, "sha256": _stable_sha(name), "bytes": 480, "precision": "fp32", "parity": {},
+                "delegation": None}
+    levels = [{"name": n, "keep": [[1, 0.5]] if i < 2 else [], "heads": 3, "fuse": i < 2,
+               "tokens_per_block": [65, 34], "macs": 1000 * (i + 1), "files": {"tflite": art(f"{n}.tflite")},
+               "val_accuracy": 70.5} for i, n in enumerate(("simple", "complex", "dense"))]
+    return {
+        "schema_version": 2, "variant": "test-mini", "created_with": {"athe": "test"}, "checkpoint": {},
+        "random_weights": False, "precision": "fp32",
+        "input": {"rule": "resize_shorter_center_crop", "resize_size": 32, "crop_size": 32,
+                  "interpolation": "bicubic", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+                  "layout": "NCHW", "dtype": "float32", "scale": 1 / 255, "batch_size": 1},
+        "labels": list(LABELS10), "levels": levels,
+        "router": {"files": {"tflite": art("router.tflite")}, "outputs": ["simple", "complex", "dense"],
+                   "thresholds": {"simple": 0.6, "complex": 0.5}, "input_size": 32, "macs": 100,
+                   "calibration_target": {}, "accuracy": 70.5},
+        "calibration": None,
+        "stages": [
+            {"name": "s1", "blocks": [0, 2], "keep": 0.75, "fuse": False, "heads": 3, "tokens": 65, "macs": 500,
+             "inputs": ["image"], "outputs": ["tokens", "logits"], "token_selection": "none",
+             "files": {"tflite": art("stage-s1.tflite")},
+             "gate": {"kind": "logistic", "features": ["max_prob", "margin", "entropy"], "mean": [0.5, 0.3, 0.9],
+                      "std": [0.2, 0.2, 0.5], "weights": [1.5, 0.5, -0.5], "bias": 0.1, "auroc": 0.8},
+             "threshold": 0.8, "val_accuracy": None},
+            {"name": "s2", "blocks": [2, 4], "keep": 0.75, "fuse": False, "heads": 3, "tokens": 65, "macs": 500,
+             "inputs": ["tokens"], "outputs": ["logits"], "token_selection": "none",
+             "files": {"tflite": art("stage-s2.tflite")}, "gate": None, "threshold": None, "val_accuracy": None},
+        ],
+    }
+
+
+def _put(path: str, value: Any) -> list[Any]:
+    return ["put", path, value]
+
+
+def _drop(path: str) -> list[Any]:
+    return ["drop", path]
+
+
+def apply_edits(base: dict[str, Any], edits: list[list[Any]]) -> dict[str, Any]:
+    """The base with ``edits`` applied: ``["put", "a.0.b", value]`` or ``["drop", "a.0.b"]``
+    (dot-separated keys, list indices as digits). The phone tests apply them the same way."""
+    d = json.loads(json.dumps(base))
+    for edit in edits:
+        keys: list[Any] = [int(k) if k.isdigit() else k for k in edit[1].split(".")]
+        node = d
+        for k in keys[:-1]:
+            node = node[k]
+        if edit[0] == "put":
+            node[keys[-1]] = json.loads(json.dumps(edit[2]))
+        else:
+            del node[keys[-1]]
+    return d
+
+
+GATE = "stages.0.gate"
+#: (name, edits, what the message must contain), after tests/test_hostile.py's MANIFEST_CASES
+#: (NaN and infinity left out: a strict JSON parser, as the phones use, refuses them as text).
+EDIT_CASES: list[tuple[str, list[list[Any]], str]] = [
+    ("version-string", [_put("schema_version", "2")], "schema_version"),
+    ("version-bool", [_put("schema_version", True)], "schema_version"),
+    ("version-float-2.0-is-2", [_put("schema_version", 2.0)], ""),
+    ("variant-int", [_put("variant", 5)], "variant"),
+    ("variant-empty", [_put("variant", " ")], "variant"),
+    ("variant-missing", [_drop("variant")], "variant"),
+    ("created-with-list", [_put("created_with", [])], "created_with"),
+    ("checkpoint-string", [_put("checkpoint", "x")], "checkpoint"),
+    ("random-weights-string", [_put("random_weights", "false")], "random_weights"),
+    ("random-weights-int", [_put("random_weights", 0)], "random_weights"),
+    ("random-weights-null", [_put("random_weights", None)], "random_weights"),
+    ("precision-int", [_put("precision", 1)], "precision"),
+    ("calibration-string", [_put("calibration", "x")], "calibration"),
+    ("input-string", [_put("input", "x")], "input"),
+    ("input-missing", [_drop("input")], "input"),
+    ("resize-60000", [_put("input.resize_size", 60000)], "input.resize_size"),
+    ("resize-4097", [_put("input.resize_size", 4097)], "input.resize_size"),
+    ("resize-4096-is-fine", [_put("input.resize_size", 4096)], ""),
+    ("resize-0", [_put("input.resize_size", 0)], "input.resize_size"),
+    ("resize-negative", [_put("input.resize_size", -1)], "input.resize_size"),
+    ("resize-string", [_put("input.resize_size", "12")], "input.resize_size"),
+    ("resize-float", [_put("input.resize_size", 32.5)], "input.resize_size"),
+    ("resize-bool", [_put("input.resize_size", True)], "input.resize_size"),
+    ("resize-huge-int", [_put("input.resize_size", 10**30)], "input.resize_size"),
+    ("resize-null", [_put("input.resize_size", None)], "input.resize_size"),
+    ("crop-5000", [_put("input.crop_size", 5000)], "input.crop_size"),
+    ("crop-0", [_put("input.crop_size", 0)], "input.crop_size"),
+    ("crop-list", [_put("input.crop_size", [32])], "input.crop_size"),
+    ("interpolation-lanczos", [_put("input.interpolation", "lanczos")], "interpolation"),
+    ("interpolation-int", [_put("input.interpolation", 3)], "interpolation"),
+    ("mean-2-values", [_put("input.mean", [0.5, 0.5])], "input.mean"),
+    ("mean-string", [_put("input.mean", "0.5")], "input.mean"),
+    ("mean-text", [_put("input.mean", [0.5, 0.5, "a"])], "input.mean[2]"),
+    ("std-zero", [_put("input.std", [0, 0.25, 0.25])], "input.std[0]"),
+    ("std-negative", [_put("input.std", [0.25, -1, 0.25])], "input.std[1]"),
+    ("std-null", [_put("input.std", None)], "input.std"),
+    ("scale-zero", [_put("input.scale", 0)], "input.scale"),
+    ("scale-negative", [_put("input.scale", -0.5)], "input.scale"),
+    ("scale-string", [_put("input.scale", "x")], "input.scale"),
+    ("scale-5", [_put("input.scale", 5)], "input.scale"),
+    ("layout-chw", [_put("input.layout", "CHW")], "input.layout"),
+    ("layout-nhwc-is-fine", [_put("input.layout", "NHWC")], ""),
+    ("dtype-float16", [_put("input.dtype", "float16")], "input.dtype"),
+    ("batch-size-0", [_put("input.batch_size", 0)], "input.batch_size"),
+    ("batch-size-string", [_put("input.batch_size", "1")], "input.batch_size"),
+    ("rule-unknown", [_put("input.rule", "stretch")], "input.rule"),
+    ("input-unknown-fields-sorted", [_put("input.gamma", 2.5), _put("input.alpha", 1)], "['alpha', 'gamma']"),
+    ("input-mean-missing", [_drop("input.mean")], "mean"),
+    ("labels-string", [_put("labels", "airplane,automobile")], "labels"),
+    ("labels-dict", [_put("labels", {"0": "airplane"})], "labels"),
+    ("labels-ints", [_put("labels", list(range(10)))], "labels[0]"),
+    ("labels-repeat", [_put("labels", ["cat", "cat", "dog", "dog", *LABELS10[4:]])], "labels"),
+    ("labels-empty-string", [_put("labels.3", "")], "labels[3]"),
+    ("labels-null", [_put("labels", None)], "labels"),
+    ("labels-nested", [_put("labels.0", ["a"])], "labels[0]"),
+    ("levels-object", [_put("levels", {})], "levels"),
+    ("level-string", [_put("levels.0", "x")], "levels[0]"),
+    ("level-name-int", [_put("levels.0.name", 5)], "levels[0].name"),
+    ("level-name-empty", [_put("levels.0.name", "")], "levels[0].name"),
+    ("level-name-router", [_put("levels.0.name", "router"), _put("router.outputs", ["router", "complex", "dense"])],
+     "router"),
+    ("level-name-comma", [_put("levels.0.name", "a,b")], "levels[0].name"),
+    ("level-name-space", [_put("levels.1.name", "com plex")], "levels[1].name"),
+    ("level-name-64-chars-is-fine", [_put("levels.2.name", "d" * 64), _put("router.outputs.2", "d" * 64)], ""),
+    ("level-name-65-chars", [_put("levels.2.name", "d" * 65)], "levels[2].name"),
+    ("level-names-repeat", [_put("levels.1.name", "simple"), _put("router.outputs", ["simple", "simple", "dense"])],
+     "repeat"),
+    ("level-keep-string", [_put("levels.0.keep", "x")], "levels[0].keep"),
+    ("level-keep-single", [_put("levels.0.keep", [[1]])], "levels[0].keep[0]"),
+    ("level-keep-ratio-1.5", [_put("levels.0.keep", [[1, 1.5]])], "levels[0].keep[0][1]"),
+    ("level-keep-ratio-0", [_put("levels.0.keep", [[1, 0]])], "levels[0].keep[0][1]"),
+    ("level-keep-block-string", [_put("levels.0.keep", [["a", 0.5]])], "levels[0].keep[0][0]"),
+    ("level-heads-0", [_put("levels.0.heads", 0)], "levels[0].heads"),
+    ("level-heads-string", [_put("levels.0.heads", "3")], "levels[0].heads"),
+    ("level-fuse-string", [_put("levels.0.fuse", "yes")], "levels[0].fuse"),
+    ("level-fuse-int", [_put("levels.0.fuse", 1)], "levels[0].fuse"),
+    ("level-tokens-string", [_put("levels.0.tokens_per_block", "65")], "levels[0].tokens_per_block"),
+    ("level-tokens-zero", [_put("levels.0.tokens_per_block", [0])], "levels[0].tokens_per_block[0]"),
+    ("level-macs-negative", [_put("levels.0.macs", -1)], "levels[0].macs"),
+    ("level-macs-float", [_put("levels.0.macs", 1.5)], "levels[0].macs"),
+    ("level-accuracy-150", [_put("levels.0.val_accuracy", 150)], "levels[0].val_accuracy"),
+    ("level-accuracy-string", [_put("levels.0.val_accuracy", "high")], "levels[0].val_accuracy"),
+    ("level-files-string", [_put("levels.0.files", "x")], "levels[0].files"),
+    ("level-missing-heads", [_drop("levels.0.heads")], "heads"),
+    ("sha256-int", [_put("levels.0.files.tflite.sha256", 123)], "levels[0].files.tflite.sha256"),
+    ("sha256-short", [_put("levels.0.files.tflite.sha256", "abc")], "levels[0].files.tflite.sha256"),
+    ("sha256-not-hex", [_put("levels.1.files.tflite.sha256", "z" * 64)], "levels[1].files.tflite.sha256"),
+    ("bytes-string", [_put("levels.0.files.tflite.bytes", "12")], "levels[0].files.tflite.bytes"),
+    ("bytes-zero", [_put("levels.0.files.tflite.bytes", 0)], "levels[0].files.tflite.bytes"),
+    ("bytes-float", [_put("levels.0.files.tflite.bytes", 1.5)], "levels[0].files.tflite.bytes"),
+    ("bytes-bool", [_put("levels.0.files.tflite.bytes", True)], "levels[0].files.tflite.bytes"),
+    ("bytes-2**50-is-fine", [_put("levels.0.files.tflite.bytes", 2**50)], ""),
+    ("bytes-2**50+1", [_put("levels.0.files.tflite.bytes", 2**50 + 1)], "levels[0].files.tflite.bytes"),
+    ("path-int", [_put("levels.0.files.tflite.path", 5)], "levels[0].files.tflite.path"),
+    ("path-empty", [_put("levels.0.files.tflite.path", "")], "levels[0].files.tflite.path"),
+    ("path-nul", [_put("levels.0.files.tflite.path", "a\x00b")], "levels[0].files.tflite.path"),
+    ("path-dot", [_put("levels.0.files.tflite.path", ".")], "levels[0].files.tflite.path"),
+    ("path-quote", [_put("levels.0.files.tflite.path", "/it's.tflite")], "must be relative"),
+    ("artifact-precision", [_put("levels.0.files.tflite.precision", "int4")], "precision"),
+    ("artifact-parity-string", [_put("levels.0.files.tflite.parity", "x")], "parity"),
+    ("artifact-parity-null", [_put("levels.0.files.tflite.parity", None)], "parity"),
+    ("artifact-delegation-int", [_put("levels.0.files.tflite.delegation", 5)], "delegation"),
+    ("artifact-unknown-field", [_put("levels.0.files.tflite.surprise", 1)], "surprise"),
+    ("artifact-string", [_put("levels.0.files.tflite", "simple.tflite")], "levels[0].files.tflite"),
+    ("router-string", [_put("router", "x")], "router"),
+    ("router-outputs-string", [_put("router.outputs", "simple")], "router.outputs"),
+    ("router-outputs-ints", [_put("router.outputs", [1, 2, 3])], "router.outputs"),
+    ("router-outputs-order", [_put("router.outputs", ["complex", "simple", "dense"])], "router.outputs"),
+    ("threshold-1.5", [_put("router.thresholds.simple", 1.5)], "router.thresholds.simple"),
+    ("threshold-negative", [_put("router.thresholds.simple", -0.5)], "router.thresholds.simple"),
+    ("threshold-string", [_put("router.thresholds.simple", "0.5")], "router.thresholds.simple"),
+    ("threshold-bool", [_put("router.thresholds.simple", True)], "router.thresholds.simple"),
+    ("threshold-never-is-fine", [_put("router.thresholds.simple", 1e9)], ""),
+    ("threshold-near-never", [_put("router.thresholds.simple", 1e9 + 1)], "router.thresholds.simple"),
+    ("thresholds-list", [_put("router.thresholds", [0.5])], "router.thresholds"),
+    ("thresholds-richest", [_put("router.thresholds.dense", 0.5)], "dense"),
+    ("thresholds-unknown", [_put("router.thresholds.medium", 0.5)], "medium"),
+    ("router-input-size", [_put("router.input_size", 64)], "router.input_size"),
+    ("router-input-size-16-divides", [_put("router.input_size", 16)], ""),
+    ("router-input-size-0", [_put("router.input_size", 0)], "router.input_size"),
+    ("router-macs-string", [_put("router.macs", "x")], "router.macs"),
+    ("router-accuracy-500", [_put("router.accuracy", 500)], "router.accuracy"),
+    ("router-calibration-target", [_put("router.calibration_target", 5)], "calibration_target"),
+    ("router-missing-files", [_drop("router.files")], "files"),
+    ("stage-string", [_put("stages.0", "x")], "stages[0]"),
+    ("stage-names-repeat", [_put("stages.1.name", "s1")], "repeat"),
+    ("stage-name-router", [_put("stages.0.name", "router")], "router"),
+    ("stage-name-int", [_put("stages.0.name", 5)], "stages[0].name"),
+    ("stage-blocks-short", [_put("stages.0.blocks", [0])], "stages[0].blocks"),
+    ("stage-blocks-reversed", [_put("stages.0.blocks", [2, 1])], "stages[0].blocks[1]"),
+    ("stage-blocks-string", [_put("stages.0.blocks", ["a", 2])], "stages[0].blocks[0]"),
+    ("stage-blocks-gap", [_put("stages.1.blocks", [3, 4])], "stages[1].blocks"),
+    ("stage-keep-0", [_put("stages.0.keep", 0)], "stages[0].keep"),
+    ("stage-keep-2", [_put("stages.0.keep", 2)], "stages[0].keep"),
+    ("stage-fuse-string", [_put("stages.0.fuse", "no")], "stages[0].fuse"),
+    ("stage-heads-0", [_put("stages.0.heads", 0)], "stages[0].heads"),
+    ("stage-tokens-0", [_put("stages.0.tokens", 0)], "stages[0].tokens"),
+    ("stage-macs-negative", [_put("stages.0.macs", -1)], "stages[0].macs"),
+    ("stage-inputs-string", [_put("stages.0.inputs", "image")], "stages[0].inputs"),
+    ("stage-inputs-empty", [_put("stages.0.inputs", [])], "stages[0].inputs"),
+    ("stage-inputs-twice", [_put("stages.0.inputs", ["image", "image"])], "stages[0].inputs"),
+    ("stage-outputs-no-logits", [_put("stages.0.outputs", ["tokens"])], "stages[0].outputs"),
+    ("stage-first-reads-tokens", [_put("stages.0.inputs", ["tokens"])], "stages[0].inputs"),
+    ("stage-reads-missing", [_put("stages.1.inputs", ["scores"])], "stages[1].inputs"),
+    ("stage-token-selection", [_put("stages.0.token_selection", "all")], "stages[0].token_selection"),
+    ("stage-threshold-null", [_put("stages.0.threshold", None)], "stages[0]"),
+    ("stage-gate-null", [_put("stages.0.gate", None)], "stages[0]"),
+    ("gate-features-string", [_put(f"{GATE}.features", "max_prob")], "stages[0].gate.features"),
+    ("gate-features-unknown", [_put(f"{GATE}.features", ["bogus", "margin", "entropy"])], "stages[0].gate.features"),
+    ("gate-features-twice", [_put(f"{GATE}.features", ["margin", "margin", "entropy"])], "stages[0].gate.features"),
+    ("gate-weights-string", [_put(f"{GATE}.weights", "x")], "stages[0].gate.weights"),
+    ("gate-bias-string", [_put(f"{GATE}.bias", "x")], "stages[0].gate.bias"),
+    ("gate-weights-vs-features", [_put(f"{GATE}.features", ["max_prob", "margin"])], "stages[0].gate"),
+    ("gate-logistic-without-features", [_put(f"{GATE}.features", [])], "stages[0].gate"),
+    ("gate-auroc-2", [_put(f"{GATE}.auroc", 2)], "stages[0].gate.auroc"),
+    ("gate-cls-with-tokens-is-fine", [_put(f"{GATE}.features", ["max_prob", "cls"])], ""),
+    ("gate-cls-without-tokens", [_put(f"{GATE}.features", ["max_prob", "cls"]), _put("stages.0.outputs", ["logits"]),
+                                 _put("stages.1.inputs", ["image"])], "stages[0]"),
+    ("gate-cls-not-last", [_put(f"{GATE}.features", ["cls", "max_prob", "margin"])], "stages[0].gate"),
+    ("gate-max-softmax-needs-no-weights", [_put(GATE, {"kind": "max_softmax"})], ""),
+    ("stage-accuracy-negative", [_put("stages.1.val_accuracy", -1)], "stages[1].val_accuracy"),
+    ("stage-missing-outputs", [_drop("stages.1.outputs")], "outputs"),
+    ("stage-last-threshold-checked", [_put("stages.1.threshold", 1.25)], "stages[1].threshold"),
+    ("stages-absent", [_drop("stages")], ""),
+]
+
+
+def _js_lossy(value: Any) -> bool:
+    """Whether JavaScript's JSON.parse loses how Python would print ``value`` (an integral float
+    such as 2.0 reads as 2, an integer beyond 2**53 as a rounded float)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return False
+    if isinstance(value, float):
+        return value.is_integer()
+    if isinstance(value, int):
+        return abs(value) >= 2**53
+    if isinstance(value, list):
+        return any(_js_lossy(v) for v in value)
+    if isinstance(value, dict):
+        return any(_js_lossy(v) for v in value.values())
+    return True
+
+
+def manifest_edit_vectors() -> list[dict[str, Any]]:
+    base = _edit_base()
+    Manifest.from_dict(base)
+    cases = []
+    for name, edits, contains in EDIT_CASES:
+        d = apply_edits(base, edits)
+        if not contains:
+            m = Manifest.from_dict(d)
+            cases.append({"name": name, "edits": edits, "expected": {"level_names": m.level_names,
+                                                                     "stage_names": m.stage_names}})
+            continue
+        case = _error(lambda d=d: Manifest.from_dict(d), contains)
+        case["exact_js"] = case["exact"] and not any(_js_lossy(e[2]) for e in edits if e[0] == "put")
+        cases.append({"name": name, "edits": edits, **case})
+    return cases
 
 
 def _error(fn, contains: str) -> dict[str, str]:
     try:
         fn()
-    except (ManifestError, TypeError) as exc:  # TypeError: an unknown input field (Bundle says "malformed")
-        message = str(exc)
+    except ManifestError as exc:
+        message, exact = str(exc), True
+    except TypeError as exc:  # an unknown input field (Bundle says "malformed"): other words elsewhere
+        message, exact = str(exc), False
     else:
         raise AssertionError(f"expected an error containing {contains!r}")
     if contains not in message:
         raise AssertionError(f"{contains!r} not in {message!r}")
-    return {"error": message, "error_contains": contains}
+    return {"error": message, "error_contains": contains, "exact": exact}
+
+
+# -- exit gates --------------------------------------------------------------------------------
+def _gate_dict(gate: GateSpec) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(gate)))
+
+
+def gate_vectors() -> list[dict[str, Any]]:
+    rng = np.random.default_rng(60)
+    soft_only = GateSpec(kind="logistic", features=("max_prob", "margin", "entropy"), mean=(0.5, 0.2, 1.0),
+                         std=(0.2, 0.15, 0.5), weights=(2.0, 1.0, -1.5), bias=-0.3)
+    entropy_cls = GateSpec(kind="logistic", features=("entropy", "cls"), mean=(1.0, 0.0, 0.0, 0.0, 0.0),
+                           std=(0.5, 1.0, 2.0, 0.5, 1.0), weights=(-1.0, 0.2, -0.1, 0.3, 0.05), bias=0.1)
+    cls = [f32(v) for v in rng.normal(0, 1, EMBED)]
+    cases: list[tuple[str, GateSpec, Any, Any]] = [
+        ("max_softmax, ten classes (numpy sums 8 lanes at a time)", MAX_SOFTMAX, rng.normal(0, 2, 10), None),
+        ("max_softmax, three classes", MAX_SOFTMAX, [0.3, 1.9, -0.4], None),
+        ("max_softmax: a tie at the top gives margin 0", MAX_SOFTMAX, [2.0, 2.0, 0.0, -1.0], None),
+        ("max_softmax: all equal gives 1/n", MAX_SOFTMAX, [0.5] * 4, None),
+        ("max_softmax: logits [100, 0, 0] give exactly 1.0", MAX_SOFTMAX, [100.0, 0.0, 0.0], None),
+        ("max_softmax ignores features and weights", GateSpec(kind="max_softmax", features=("entropy",),
+                                                              mean=(9.0,), std=(1.0,), weights=(5.0,), bias=3.0),
+         [1.0, 0.0, 0.5], None),
+        ("logistic on the softmax features", soft_only, [1.2, -0.3, 0.4, 0.0, 2.2], None),
+        ("logistic with the CLS token (the vector chain's s1 gate)", LOGISTIC, [0.8, 2.1, -0.5], cls),
+        ("logistic on entropy and the CLS token", entropy_cls, [0.1, 0.2, 1.7], cls),
+        ("logistic, 12 classes", soft_only, rng.normal(0, 1.5, 12), None),
+        ("logistic, a tie at the top (margin 0)", soft_only, [1.5, 1.5, 0.0], None),
+        ("logistic: z above 60 is clipped (score 1.0)", dataclasses.replace(soft_only, bias=500.0),
+         [0.0, 1.0, 0.0], None),
+        ("logistic: z below -60 is clipped", dataclasses.replace(soft_only, bias=-500.0), [0.0, 1.0, 0.0], None),
+    ]
+    out = []
+    for name, gate, logits, cls_token in cases:
+        lg = np.asarray(logits, dtype=np.float32).reshape(1, -1)
+        cl = None if cls_token is None else np.asarray(cls_token, dtype=np.float32).reshape(1, -1)
+        score = CompiledGate(gate).score(lg[0], None if cl is None else cl[0])
+        reference = float(gate_score(gate, lg, cl)[0])
+        if abs(score - reference) > 1e-12:
+            raise AssertionError(f"{name}: CompiledGate {score!r} != gate_score {reference!r}")
+        out.append({"name": name, "gate": _gate_dict(gate), "logits": [f32(v) for v in lg[0]],
+                    "cls": None if cl is None else [f32(v) for v in cl[0]],
+                    "features": [float(v) for v in softmax_features(lg)[0]], "score": score})
+    errors = [
+        ("the CLS feature on a stage without tokens", LOGISTIC, [0.8, 2.1, -0.5],
+         "this gate reads the CLS token; pass the stage's tokens"),
+    ]
+    for name, gate, logits, contains in errors:
+        lg = np.asarray(logits, dtype=np.float32).reshape(1, -1)
+        try:
+            CompiledGate(gate).score(lg[0], None)
+        except ValueError as exc:
+            message = str(exc)
+        else:
+            raise AssertionError(f"the gate scored {name}")
+        if contains not in message:
+            raise AssertionError(f"{contains!r} not in {message!r}")
+        out.append({"name": name, "gate": _gate_dict(gate), "logits": [f32(v) for v in lg[0]], "cls": None,
+                    "error": message, "error_contains": contains})
+    return out
+
+
+class _Stand:
+    """A stage artifact stand-in: returns fixed outputs and records which arrays it was given."""
+
+    def __init__(self, name: str, outputs: list[np.ndarray], sources: dict[int, list[str]],
+                 log: dict[str, list[list[str]]]) -> None:
+        self.name, self.outputs, self.sources, self.log = name, outputs, sources, log
+
+    def run_many(self, args: list[np.ndarray]) -> list[np.ndarray]:
+        self.log[self.name] = [self.sources[id(a)] for a in args]
+        return self.outputs
+
+
+class _GivenScore:
+    """A gate that answers a given score (the exit rule alone)."""
+
+    needs_cls = False
+
+    def __init__(self, score: float) -> None:
+        self.value = score
+
+    def score(self, logits: np.ndarray, cls: np.ndarray | None = None) -> float:
+        return self.value
+
+
+def _run_chain(manifest: Manifest, x: np.ndarray, outputs: dict[str, dict[str, np.ndarray]],
+               stop_at: str | None, thresholds: dict[str, float],
+               scores: dict[str, float] | None = None) -> dict[str, Any]:
+    """``Dispatcher._run_chain`` itself on stand-in stages, with the gates the dispatcher
+    compiles (or gates that answer ``scores``)."""
+    sources: dict[int, list[str]] = {id(x): ["input", "image"]}
+    log: dict[str, list[list[str]]] = {}
+    stages = {}
+    for st in manifest.stages:
+        outs = [np.asarray(outputs[st.name][n], dtype=np.float32) for n in st.outputs]
+        for n, arr in zip(st.outputs, outs, strict=True):
+            sources[id(arr)] = [st.name, n]
+        stages[st.name] = _Stand(st.name, outs, sources, log)
+    gates: dict[str, Any] = ({n: _GivenScore(v) for n, v in scores.items()} if scores is not None else
+                             {st.name: CompiledGate(st.gate) for st in manifest.stages[:-1] if st.gate is not None})
+    host = SimpleNamespace(bundle=SimpleNamespace(stages=manifest.stages), stages=stages,
+                           exit_thresholds=thresholds, _gates=gates)
+    exit_name, logits, _, asked, _ = Dispatcher._run_chain(host, x, stop_at)
+    return {"exit": exit_name, "ran": list(log), "feeds": log, "gate_scores": asked, "logits": logits}
+
+
+def exit_decision_vectors() -> list[dict[str, Any]]:
+    three = ["s1", "s2", "s3"]
+    ths = {"s1": 0.7, "s2": 0.6}
+    below, above = float(np.nextafter(0.7, 0.0)), float(np.nextafter(0.7, 1.0))
+    cases = [
+        ("score equal to the threshold exits (>=)", three, ths, {"s1": 0.7, "s2": 0.0}),
+        ("one ulp below the threshold goes on", three, ths, {"s1": below, "s2": 0.0}),
+        ("one ulp above the threshold exits", three, ths, {"s1": above, "s2": 0.0}),
+        ("first fails, second exactly at its threshold", three, ths, {"s1": 0.69, "s2": 0.6}),
+        ("the first passing stage wins even if a later score is higher", three, ths, {"s1": 0.71, "s2": 0.99}),
+        ("every gate fails: the last stage answers", three, ths, {"s1": 0.1, "s2": 0.59}),
+        ("threshold 1.0 (uncalibrated): only a score of exactly 1.0 exits", three, {"s1": 1.0, "s2": 1.0},
+         {"s1": 1.0, "s2": 0.0}),
+        ("threshold 1.0: 0.9999999999999999 goes on", three, {"s1": 1.0, "s2": 1.0},
+         {"s1": float(np.nextafter(1.0, 0.0)), "s2": float(np.nextafter(1.0, 0.0))}),
+        ("threshold 0: the first stage always answers", three, {"s1": 0.0, "s2": 0.0}, {"s1": 0.0, "s2": 0.0}),
+        ("two stages: passes", ["a", "b"], {"a": 0.5}, {"a": 0.5}),
+        ("two stages: fails", ["a", "b"], {"a": 0.5}, {"a": 0.49999}),
+    ]
+    out = []
+    for name, names, thresholds, scores in cases:
+        chain = _vector_chain(names)
+        x = np.zeros((1, 3, 2, 2), dtype=np.float32)
+        outputs = {n: {"tokens": np.zeros((1, 2, EMBED), np.float32), "logits": np.full((1, 3), i, np.float32)}
+                   for i, n in enumerate(names)}
+        got = _run_chain(chain, x, outputs, None, thresholds, scores)
+        if got["exit"] != choose_level([*scores.values(), 0.0], names, thresholds):
+            raise AssertionError(f"{name}: the chain and choose_level disagree")
+        out.append({"name": name, "stage_names": names, "thresholds": thresholds, "scores": scores,
+                    "expected": got["exit"]})
+    return out
+
+
+def _vector_chain(names: list[str]) -> Manifest:
+    """A chain of ``names`` (tokens in, tokens + logits out; the last logits only) for the rule alone."""
+    d = _manifest(levels=("only",), formats=("tflite",), router=False, full=False)
+    template = d["stages"][1]
+    d["stages"] = [{**template, "name": n, "blocks": [i, i + 1], "inputs": ["image"] if i == 0 else ["tokens"],
+                    "outputs": ["logits"] if i == len(names) - 1 else ["tokens", "logits"],
+                    "gate": None if i == len(names) - 1 else _gate_dict(MAX_SOFTMAX),
+                    "threshold": None if i == len(names) - 1 else 0.5} for i, n in enumerate(names)]
+    return Manifest.from_dict(d)
+
+
+def chain_vectors() -> list[dict[str, Any]]:
+    rng = np.random.default_rng(70)
+    d = _manifest(levels=("only",), formats=("tflite",), router=False, full=False)
+    manifest = Manifest.from_dict(d)
+    x = np.asarray(rng.normal(0, 1, (1, 3, 2, 2)), dtype=np.float32)
+
+    def outputs(s1: list[float], s2: list[float], s3: list[float]) -> dict[str, dict[str, np.ndarray]]:
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for (name, _, _, tokens, _, outs, _), logits in zip(CHAIN, (s1, s2, s3), strict=True):
+            named = {"tokens": rng.normal(0, 1, (1, tokens, EMBED)), "scores": rng.dirichlet(np.ones(tokens - 1))[None],
+                     "logits": np.asarray(logits)[None]}
+            out[name] = {n: np.asarray(named[n], dtype=np.float32) for n in outs}
+        return out
+
+    confident, unsure, clear = [4.0, 0.0, -1.0], [0.2, 0.1, 0.0], [0.0, 3.0, 0.0]
+
+    def score(outs: dict[str, dict[str, np.ndarray]], stage: str) -> float:
+        st = manifest.stages[manifest.stage_names.index(stage)]
+        cls = outs[stage]["tokens"][:, 0] if "tokens" in outs[stage] else None
+        assert st.gate is not None
+        return float(gate_score(st.gate, outs[stage]["logits"], cls)[0])  # the batched reference
+
+    cases: list[tuple[str, dict[str, dict[str, np.ndarray]], str, dict[str, float] | None]] = []
+    o = outputs(confident, unsure, unsure)
+    cases.append(("s1's logistic gate passes: exit at s1", o, "exit", {"s1": score(o, "s1") - 1e-6}))
+    o = outputs(unsure, clear, unsure)
+    cases.append(("s1 fails, s2's max_softmax passes: exit at s2", o, "exit",
+                  {"s1": score(o, "s1") + 1e-6, "s2": score(o, "s2") - 1e-6}))
+    o = outputs(unsure, unsure, clear)
+    cases.append(("every gate fails: s3 answers, tokens and scores passed through", o, "exit",
+                  {"s1": score(o, "s1") + 1e-6, "s2": score(o, "s2") + 1e-6}))
+    o = outputs(confident, clear, unsure)
+    cases.append(("the manifest's thresholds (no override)", o, "exit", None))
+    o = outputs(confident, [100.0, 0.0, 0.0], unsure)
+    cases.append(("uncalibrated threshold 1.0: a softmax of exactly 1.0 exits at s2", o, "exit",
+                  {"s1": 1.0, "s2": 1.0}))
+    o = outputs(confident, clear, unsure)
+    cases.append(("exit:s1 answers at s1 without asking the gate", o, "exit:s1", None))
+    cases.append(("exit:s2 runs s1 and s2, no gate", o, "exit:s2", None))
+    cases.append(("exit:s3 runs the whole chain, no gate", o, "exit:s3", None))
+    out = []
+    for name, outs, policy, override in cases:
+        pol = parse_policy(policy, manifest.level_names, manifest.stage_names)
+        thresholds = {**manifest.exit_thresholds(), **(override or {})}
+        got = _run_chain(manifest, x, outs, pol.stage, thresholds)
+        label, prob = softmax_top1(got["logits"])
+        out.append({
+            "name": name, "manifest": d, "image": [f32(v) for v in x.reshape(-1)],
+            "outputs": {st: {n: [f32(v) for v in a.reshape(-1)] for n, a in named.items()} for st, named in outs.items()},
+            "policy": policy, "thresholds": override,
+            "expected": {"exit": got["exit"], "ran": got["ran"], "feeds": got["feeds"],
+                         "gate_scores": got["gate_scores"], "logits": [f32(v) for v in got["logits"]],
+                         "label": label, "probability": prob},
+        })
+    return out
+
+
+# -- policies ----------------------------------------------------------------------------------
+#: What the phones run; Python's other policies (random, oracle) are evaluation tools.
+PHONE_KINDS = ("exit", "fixed-exit", "router", "fixed")
+
+
+def policy_vectors() -> list[dict[str, Any]]:
+    levels, stages = ["simple", "complex", "dense"], ["s1", "s2", "s3"]
+    cases = [
+        ("exit", stages, None), ("EXIT (kinds are case-insensitive)", stages, None),
+        (" exit : s2 (spaces are stripped)", stages, None), ("exit:s3", stages, None),
+        ("exit: (empty stage: the adaptive chain)", stages, None), ("router", stages, None),
+        ("router on a bundle without stages", [], None), ("fixed:dense", stages, None),
+        ("Fixed:simple", [], None), ("random:0.5", stages, None), ("oracle", [], None),
+        ("exit:s9", stages, "policy 'exit:s9': no stage 's9'; stages: s1, s2, s3."),
+        ("exit on a bundle without stages", [], "policy 'exit': this bundle has no stage chain"),
+        ("exit:s1 on a bundle without stages", [], "policy 'exit:s1': this bundle has no stage chain"),
+        ("router:x", stages, "policy 'router:x': 'router' takes no argument"),
+        ("fixed:medium", stages, "policy 'fixed:medium': no level 'medium'; levels: simple, complex, dense."),
+        ("fixed:", stages, "policy 'fixed:': no level ''; levels: simple, complex, dense."),
+        ("adaptive", stages, "unknown policy 'adaptive'"),
+    ]
+    out = []
+    for name, stage_names, contains in cases:
+        text = name.split(" (")[0] if "(" in name else name.split(" on a bundle")[0]
+        if contains is None:
+            p = parse_policy(text, levels, stage_names)
+            out.append({"name": name, "policy": text, "level_names": levels, "stage_names": stage_names,
+                        "expected": {"kind": p.kind, "stage": p.stage, "level": p.level,
+                                     "phone": p.kind in PHONE_KINDS}})
+            continue
+        try:
+            parse_policy(text, levels, stage_names)
+        except DispatchError as exc:
+            message = str(exc)
+        else:
+            raise AssertionError(f"parse_policy accepted {text!r}")
+        if contains not in message:
+            raise AssertionError(f"{contains!r} not in {message!r}")
+        out.append({"name": name, "policy": text, "level_names": levels, "stage_names": stage_names,
+                    "error": message, "error_contains": contains})
+    return out
 
 
 # -- the file ----------------------------------------------------------------------------------
@@ -456,6 +1124,10 @@ def build_vectors() -> dict[str, Any]:
             "Pillow always horizontal first, which can change a resized pixel by 1.",
             "choose_level compares the float32 router score, widened to float64, with the float64 "
             "threshold using >=.",
+            "gate_score is computed in float64 from the float32 logits and CLS token; another "
+            "implementation's exp/log may differ in the last bit, so scores agree to ~1e-15, not "
+            "bit for bit: the exit_decisions cases test the >= rule on given scores, the chains "
+            "cases keep thresholds 1e-6 away from the scores (or at an exact 1.0).",
         ],
         "choose_level": choose_level_vectors(),
         "preprocess": preprocess_vectors(),
@@ -464,6 +1136,12 @@ def build_vectors() -> dict[str, Any]:
         "exif_orientation": exif_vectors(),
         "softmax_top1": softmax_vectors(),
         "manifests": manifest_vectors(),
+        "manifest_edit_base": _edit_base(),
+        "manifest_edits": manifest_edit_vectors(),
+        "gate_score": gate_vectors(),
+        "exit_decisions": exit_decision_vectors(),
+        "chains": chain_vectors(),
+        "policies": policy_vectors(),
     }
 
 

@@ -1,8 +1,12 @@
-// The demo page: load the bundle, take a photo or pick one, show what the router chose and why.
+// The demo page: load the bundle, take a photo or pick one, show which exit answered (or which level
+// the router chose) and why: the gate score of every stage that ran against its threshold, the
+// latency of each stage, and the running share of images that exited early.
 // URL parameters: ?bundle=<url of a bundle folder> (default ./bundle/), ?threads=N (default: up to 4
-// when the page is cross-origin isolated, else 1), ?policy=router|fixed:<level>.
+// when the page is cross-origin isolated, else 1), ?policy=exit|exit:<stage>|router|fixed:<level>
+// (default: the bundle's, exit for bundles with stages), ?thresholds=s1=0.7,s2=0.6 (exit threshold
+// overrides, as 'athe run --thresholds').
 import * as liteRt from '@litertjs/core';
-import {Dispatcher, STAGES} from './athe.js';
+import {BundleError, Dispatcher} from './athe.js';
 
 export const CACHE = 'athe-demo-v1';
 const SHELL = ['./', 'index.html', 'app.js', 'athe.js', 'style.css', 'manifest.webmanifest',
@@ -11,7 +15,8 @@ const HISTORY = 8;
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const state = {dispatcher: null, history: [], busy: false};
+// exits: images classified under an exit policy this session; early: those answered before the last stage
+const state = {dispatcher: null, history: [], busy: false, exits: 0, early: 0};
 
 function showError(message) {
   const el = $('error');
@@ -54,22 +59,52 @@ async function load() {
   return dispatcher;
 }
 
+/** ?thresholds=s1=0.7,s2=0.6 -> {s1: 0.7, s2: 0.6} (parse_thresholds of the Python runtime). */
+function parseThresholds(text) {
+  const out = {};
+  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const [name, value, extra] = part.split('=');
+    const v = Number(value);
+    if (value === undefined || extra !== undefined || value.trim() === '' || Number.isNaN(v)) {
+      throw new BundleError(`?thresholds=${text}: write <stage>=<threshold>,... e.g. s1=0.7`);
+    }
+    out[name.trim()] = v;
+  }
+  return out;
+}
+
 function describeBundle(d) {
   const m = d.manifest;
-  const levels = m.levels.map((lv) => `${lv.name} (${(lv.macs / 1e6).toFixed(0)} M MACs)`).join(', ');
+  const mmacs = (x) => `${(x.macs / 1e6).toFixed(0)} M MACs`;
+  const levels = m.levels.map((lv) => `${lv.name} (${mmacs(lv)})`).join(', ');
+  const exits = m.stages.length ? ` · exits: ${m.stages.map((st) => `${st.name} (${mmacs(st)})`).join(' → ')}` : '';
   $('bundle-info').textContent = `${m.variant} · ${m.precision} · ${m.input.cropSize}×${m.input.cropSize} input · ` +
-    `${m.labels.length} classes (${m.labels.slice(0, 3).join(', ')}, …) · levels: ${levels}`;
-  if (m.randomWeights) {
+    `${m.labels.length} classes (${m.labels.slice(0, 3).join(', ')}, …)${exits} · levels: ${levels}`;
+  const warnings = [];
+  if (m.randomWeights) warnings.push('This bundle has RANDOM weights (converted with --random-weights): latency is real, labels are meaningless.');
+  const exitThs = Object.values(d.exitThresholds);
+  if (exitThs.length && exitThs.every((t) => t >= 1.0)) {
+    const calibrated = m.calibration?.exits_calibrated === false ? 'not calibrated' : 'at 1.0';
+    warnings.push(`The exit thresholds are ${calibrated} (1.0): only a gate score of exactly 1 exits early, so nearly ` +
+      'every image runs the whole chain. Calibrate the gates (athe train router) or try ?thresholds=' +
+      m.stageNames.slice(0, -1).map((n) => `${n}=0.6`).join(',') + '.');
+  }
+  if (warnings.length) {
     const w = $('warning');
-    w.textContent = 'This bundle has RANDOM weights (converted with --random-weights): latency is real, labels are meaningless.';
+    w.textContent = warnings.join(' ');
     w.hidden = false;
   }
   const policy = $('policy');
-  if (!m.router) policy.options[0].remove();
+  if (m.stages.length) {
+    policy.add(new Option('exit (early exits)', 'exit'));
+    for (const name of m.stageNames) policy.add(new Option(`exit: ${name} always`, `exit:${name}`));
+  }
+  if (m.router) policy.add(new Option('router (adaptive level)', 'router'));
   for (const name of m.levelNames) policy.add(new Option(`fixed: ${name}`, `fixed:${name}`));
-  if (params.has('policy')) policy.value = params.get('policy');
+  policy.value = params.get('policy') || m.defaultPolicy;
+  const models = m.levels.length + m.stages.length + (m.router ? 1 : 0);
   $('runtime-info').textContent = `LiteRT.js wasm · ${d.threads} thread(s)${crossOriginIsolated ? ' · cross-origin isolated' : ''} · ` +
-    `${m.levels.length + (m.router ? 1 : 0)} models loaded in ${d.loadMs.toFixed(0)} ms${d.threadNote ? ' · ' + d.threadNote : ''}`;
+    `${models} models loaded in ${d.loadMs.toFixed(0)} ms${d.threadNote ? ' · ' + d.threadNote : ''}`;
 }
 
 function drawPreview(cropped, crop) {
@@ -85,49 +120,116 @@ function drawPreview(cropped, crop) {
   ctx.drawImage(tmp, 0, 0, canvas.width, canvas.height);
 }
 
-function render(pred, name) {
+function bar(row, score, threshold) {
+  const td = cell(row, '');
+  if (score === undefined) return;
+  const track = document.createElement('div');
+  track.className = 'bar-track';
+  const b = document.createElement('div');
+  b.className = 'bar' + (threshold !== undefined && score >= threshold ? ' pass' : '');
+  b.style.width = `${Math.round(Math.min(1, Math.max(0, score)) * 100)}%`;
+  track.append(b);
+  if (threshold !== undefined) {
+    const mark = document.createElement('div');
+    mark.className = 'mark';
+    mark.style.left = `${Math.round(Math.min(1, Math.max(0, threshold)) * 100)}%`;
+    mark.title = `threshold ${threshold}`;
+    track.append(mark);
+  }
+  td.append(track);
+}
+
+function renderGates(pred) {
+  const m = state.dispatcher.manifest;
+  const body = $('gates').tBodies[0];
+  body.replaceChildren();
+  const last = m.stageNames[m.stageNames.length - 1];
+  for (const name of m.stageNames) {
+    const row = body.insertRow();
+    const ran = name in pred.stageMs;
+    cell(row, name, name === pred.exit ? 'exit-row' : '');
+    const s = pred.gateScores[name];
+    const th = pred.exitThresholds[name];
+    if (name === last) {
+      cell(row, '–');
+      cell(row, ran ? 'always answers' : 'not run');
+      cell(row, '');
+    } else if (s === undefined) {
+      cell(row, '–');
+      cell(row, ran ? `${th.toFixed(3)} (not asked: ${pred.policy})` : 'not run');
+      cell(row, '');
+    } else {
+      cell(row, s.toFixed(3));
+      const passes = s >= th;
+      cell(row, `${th.toFixed(3)} ${passes ? '✓ exit' : '✗ go on'}`, passes ? 'pass-mark' : 'fail-mark');
+      bar(row, s, th);
+    }
+  }
+}
+
+function renderScores(pred) {
   const d = state.dispatcher;
-  $('result').hidden = false;
-  $('label').textContent = pred.labelName;
-  $('probability').textContent = `probability ${(pred.probability * 100).toFixed(1)} %`;
-  $('level').textContent = pred.level;
-  const scores = $('scores').tBodies[0];
-  scores.replaceChildren();
+  const body = $('scores').tBodies[0];
+  body.replaceChildren();
   for (const name of d.manifest.levelNames) {
-    const row = scores.insertRow();
+    const row = body.insertRow();
     const s = pred.routerScores[name];
     const th = d.thresholds[name];
     cell(row, name, name === pred.level ? 'chosen' : '');
     cell(row, s === undefined ? '–' : s.toFixed(3));
     const passes = th !== undefined && s !== undefined && s >= th;
     cell(row, th === undefined ? 'fallback' : `${th.toFixed(3)} ${passes ? '✓' : '✗'}`, passes ? 'pass-mark' : '');
-    const bar = cell(row, '');
-    if (s !== undefined) {
-      const b = document.createElement('div');
-      b.className = 'bar' + (th !== undefined && s >= th ? ' pass' : '');
-      b.style.width = `${Math.round(Math.min(1, Math.max(0, s)) * 100)}%`;
-      bar.append(b);
-    }
+    bar(row, s, th);
   }
-  const timings = $('timings').tBodies[0];
-  timings.replaceChildren();
-  for (const stage of STAGES) {
-    if (pred.timingsMs[stage] === undefined) continue;
-    const row = timings.insertRow();
-    cell(row, stage);
-    cell(row, pred.timingsMs[stage].toFixed(2), 'num');
+}
+
+function renderTimings(pred) {
+  const body = $('timings').tBodies[0];
+  body.replaceChildren();
+  const t = pred.timingsMs;
+  const rows = [['decode', t.decode], ['preprocess', t.preprocess],
+    [pred.exit ? 'gates' : 'router', t.route]];
+  if (pred.exit) for (const [name, ms] of Object.entries(pred.stageMs)) rows.push([`stage ${name}`, ms, 'sub']);
+  rows.push([pred.exit ? 'infer (stages)' : `infer (${pred.level})`, t.infer], ['total', t.total]);
+  for (const [label, ms, cls] of rows) {
+    if (ms === undefined) continue;
+    const row = body.insertRow();
+    cell(row, label, cls);
+    cell(row, ms.toFixed(2), 'num');
   }
-  state.history.unshift({name, label: pred.labelName, level: pred.level, total: pred.timingsMs.total});
+}
+
+function render(pred, name) {
+  const m = state.dispatcher.manifest;
+  $('result').hidden = false;
+  $('label').textContent = pred.labelName;
+  $('probability').textContent = `probability ${(pred.probability * 100).toFixed(1)} %`;
+  $('answered-by').textContent = pred.exit ? 'exit' : 'level';
+  $('level').textContent = pred.level;
+  $('gates-block').hidden = !pred.exit;
+  $('scores-block').hidden = Boolean(pred.exit) || Object.keys(pred.routerScores).length === 0;
+  if (pred.exit) renderGates(pred); else renderScores(pred);
+  renderTimings(pred);
+  if (pred.exit) {
+    state.exits += 1;
+    if (pred.exit !== m.stageNames[m.stageNames.length - 1]) state.early += 1;
+  }
+  const answered = pred.exit ? `exit ${pred.exit}` : pred.level;
+  state.history.unshift({name, label: pred.labelName, answered, total: pred.timingsMs.total});
   state.history.length = Math.min(state.history.length, HISTORY);
   $('history-card').hidden = false;
+  const share = $('early-share');
+  share.hidden = state.exits === 0;
+  share.textContent = `exited early: ${state.early} of ${state.exits} image${state.exits === 1 ? '' : 's'} ` +
+    `(${(100 * state.early / Math.max(1, state.exits)).toFixed(0)} %) under exit policies this session`;
   const hist = $('history').tBodies[0];
   hist.replaceChildren();
   for (const h of state.history) {
     const row = hist.insertRow();
-    cell(row, h.name); cell(row, h.label); cell(row, h.level); cell(row, h.total.toFixed(1), 'num');
+    cell(row, h.name); cell(row, h.label); cell(row, h.answered); cell(row, h.total.toFixed(1), 'num');
   }
   const counts = {};
-  for (const h of state.history) counts[h.level] = (counts[h.level] || 0) + 1;
+  for (const h of state.history) counts[h.answered] = (counts[h.answered] || 0) + 1;
   $('summary').textContent = 'last ' + state.history.length + ': ' + Object.entries(counts).map(([k, v]) => `${k} ×${v}`).join(', ');
 }
 
@@ -181,7 +283,7 @@ async function cacheForOffline(extra) {
 }
 
 async function main() {
-  window.atheApp = {ready: false, classify};
+  window.atheApp = {ready: false, classify, state};
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('sw.js').catch((err) => console.warn('service worker:', err));
   }
@@ -195,7 +297,14 @@ async function main() {
     window.atheApp.error = err.message;
     return;
   }
-  describeBundle(state.dispatcher);
+  try {
+    if (params.has('thresholds')) state.dispatcher.setExitThresholds(parseThresholds(params.get('thresholds')));
+    describeBundle(state.dispatcher);
+  } catch (err) {
+    showError(err.message);
+    window.atheApp.error = err.message;
+    return;
+  }
   const samples = await loadSamples();
   Object.assign(window.atheApp, {dispatcher: state.dispatcher, ready: true});
   try {

@@ -6,46 +6,21 @@
 //   "server": ["athe", "demo", "serve", "--bundle", "DIR", "--port", "0", "--quiet"],  // started and stopped here
 //   "chromium": "/usr/bin/chromium", "out": "DIR for results.json and screenshots",
 //   "samples": ["chelsea.png", ...],          // classified with every policy
+//   "policies": ["exit", "exit:s1", ..., "router", "fixed:simple", ...],   // default: the bundle's own list
 //   "tensors": [[...float32...], ...],        // preprocessed by Python: logits checked without decode
-//   "vectors": {...vectors.json...}            // shared preprocessing / choose_level vectors (optional)
+//   "vectors": {...vectors.json...},           // shared vectors (optional), checked by tests/vector_checks.mjs
+//   "timing": {"loops": 3, "rate": 4}          // optional: latency unthrottled and with CPU throttling
 // }
 // It records everything in results.json; the Python test (tests/test_demo_web.py) judges it.
-import {spawn} from 'node:child_process';
 import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {chromium} from 'playwright-core';
-
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+import {FLAGS, startServer, timeThrottled, waitReady} from './lib.mjs';
+import {vectorChecks} from './vector_checks.mjs';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const results = {console: [], errors: []};
-
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(config.server[0], config.server.slice(1), {stdio: ['ignore', 'pipe', 'pipe']});
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s: ${out}`)), 60_000);
-    const onData = (chunk) => {
-      out += chunk;
-      const m = out.match(/at (https?:\/\/\S+)/);
-      if (m) { clearTimeout(timer); resolve({child, url: m[1]}); }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', (c) => { out += c; });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}: ${out}`)); });
-  });
-}
-
-async function waitReady(page) {
-  await page.waitForFunction(() => window.atheApp && (window.atheApp.error || (window.atheApp.ready && window.atheApp.cached !== undefined)),
-    null, {timeout: 120_000});
-  return page.evaluate(() => ({ready: window.atheApp.ready, error: window.atheApp.error ?? null, cached: window.atheApp.cached,
-    isolated: crossOriginIsolated, threads: window.atheApp.dispatcher?.threads ?? null,
-    loadMs: window.atheApp.dispatcher?.loadMs ?? null, levels: window.atheApp.dispatcher?.manifest.levelNames ?? null,
-    controlled: Boolean(navigator.serviceWorker.controller)}));
-}
 
 async function classifySamples(page, names, policies) {
   return page.evaluate(async ({names, policies}) => {
@@ -54,17 +29,30 @@ async function classifySamples(page, names, policies) {
       const blob = await (await fetch(`samples/${name}`)).blob();
       for (const policy of policies) {
         const p = await window.atheApp.classify(blob, name, policy);
-        out.push({name, policy, level: p.level, label: p.label, labelName: p.labelName, probability: p.probability,
-          routerScores: p.routerScores, logits: p.logits, input: p.input, timingsMs: p.timingsMs});
+        out.push({name, policy, level: p.level, exit: p.exit, label: p.label, labelName: p.labelName, probability: p.probability,
+          routerScores: p.routerScores, gateScores: p.gateScores, stageMs: p.stageMs, exitThresholds: p.exitThresholds,
+          logits: p.logits, input: p.input, timingsMs: p.timingsMs});
       }
     }
     return out;
   }, {names, policies});
 }
 
+/** What the page shows after the last classification: the gate table, the early-exit share. */
+async function pageText(page) {
+  return page.evaluate(() => {
+    const rows = (id) => [...document.querySelectorAll(`#${id} tbody tr`)].map((r) => [...r.cells].map((c) => c.textContent));
+    return {answeredBy: document.getElementById('answered-by').textContent, badge: document.getElementById('level').textContent,
+      gatesShown: !document.getElementById('gates-block').hidden, gates: rows('gates'), timings: rows('timings'),
+      earlyShare: document.getElementById('early-share').textContent, state: {...window.atheApp.state, history: undefined},
+      policyOptions: [...document.getElementById('policy').options].map((o) => o.value),
+      policy: document.getElementById('policy').value, warning: document.getElementById('warning').textContent};
+  });
+}
+
 async function main() {
   const profile = mkdtempSync(join(tmpdir(), 'athe-chromium-'));
-  let server = await startServer();
+  let server = await startServer(config.server);
   results.url = server.url;
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: config.chromium, headless: true, args: FLAGS, viewport: {width: 412, height: 915},
@@ -86,8 +74,10 @@ async function main() {
     results.manifestErrors = manifest.errors;
     results.manifestUrl = manifest.url;
 
-    const levels = results.first.levels;
-    const policies = ['router', ...levels.map((l) => `fixed:${l}`)];
+    const {levels, stages} = results.first;
+    const policies = config.policies ?? [...(stages.length ? ['exit', ...stages.map((s) => `exit:${s}`)] : []), 'router',
+      ...levels.map((l) => `fixed:${l}`)];
+    results.policies = policies;
     results.samples = await classifySamples(page, config.samples, policies);
     results.tensors = await page.evaluate(async ({tensors, policies}) => {
       const d = window.atheApp.dispatcher;
@@ -96,35 +86,28 @@ async function main() {
         const row = {};
         for (const policy of policies) {
           const p = await d.predictTensor(Float32Array.from(t), {policy});
-          row[policy] = {level: p.level, logits: p.logits, routerScores: p.routerScores};
+          row[policy] = {level: p.level, exit: p.exit, logits: p.logits, routerScores: p.routerScores, gateScores: p.gateScores};
         }
         out.push(row);
       }
       return out;
     }, {tensors: config.tensors ?? [], policies});
     if (config.vectors) {
-      results.vectors = await page.evaluate(async (vectors) => {
-        const athe = await import('./athe.js');
-        const pre = vectors.preprocess.map((c) => {
-          const r = athe.preprocessRGB(Uint8Array.from(c.rgb), c.width, c.height, athe.inputSpec(c.spec));
-          return {tensor: Array.from(r.tensor), resized: Array.from(r.resized)};
-        });
-        const levels = vectors.choose_level.map((c) => athe.chooseLevel(c.scores, c.level_names, c.thresholds));
-        const top1 = vectors.softmax_top1.map((c) => athe.softmaxTop1(Float32Array.from(c.logits)));  // logits are float32 at run time
-        const manifests = vectors.manifests.map((c) => {
-          try {
-            const m = 'manifest' in c ? athe.parseManifest(c.manifest) : athe.parseManifestText(c.text);
-            return {ok: true, levelNames: m.levelNames, thresholds: m.router?.thresholds ?? null, labels: m.labels};
-          } catch (err) { return {ok: false, error: err.message}; }
-        });
-        return {preprocess: pre, chooseLevel: levels, softmaxTop1: top1, manifests};
-      }, config.vectors);
+      results.vectors = await page.evaluate(vectorChecks, {vectors: config.vectors, atheUrl: new URL('athe.js', server.url).href});
     }
+    // the screen after an image classified with the bundle's default policy (the exit chain)
     await page.evaluate(async (name) => {
       const blob = await (await fetch(`samples/${name}`)).blob();
-      await window.atheApp.classify(blob, name, 'router');
+      await window.atheApp.classify(blob, name, window.atheApp.dispatcher.manifest.defaultPolicy);
     }, config.samples[0]);
+    results.page = await pageText(page);
     await page.screenshot({path: join(config.out, 'online.png'), fullPage: true});
+    if (config.timing) {
+      const policiesTimed = config.timing.policies ?? [results.first.defaultPolicy];
+      results.latency = await timeThrottled(page, cdp, config.samples, policiesTimed, config.timing.loops ?? 3,
+        config.timing.rate ?? 4);
+      results.latency.threads = results.first.threads;
+    }
 
     // offline: stop the server, reload, classify again from the service worker's cache
     server.child.kill('SIGTERM');
@@ -135,7 +118,8 @@ async function main() {
     await page.reload();
     results.offline = await waitReady(page);
     if (!results.offline.error) {
-      results.offlineSamples = await classifySamples(page, [config.samples[1] ?? config.samples[0]], ['router']);
+      results.offlineSamples = await classifySamples(page, [config.samples[1] ?? config.samples[0]],
+        [results.offline.defaultPolicy]);
     }
     await page.screenshot({path: join(config.out, 'offline.png'), fullPage: true});
   } finally {

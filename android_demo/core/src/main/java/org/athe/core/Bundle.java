@@ -79,7 +79,7 @@ public final class Bundle {
         return format;
     }
 
-    /** The verified file of {@code owner} (a level name or {@code router}). */
+    /** The verified file of {@code owner}: a level name, {@code stage:<name>} or {@code router}. */
     public File artifactFile(String owner) {
         Artifact artifact = manifest.artifacts().containsKey(owner) ? manifest.artifacts().get(owner).get(format)
                 : null;
@@ -87,6 +87,10 @@ public final class Bundle {
             if ("router".equals(owner)) {
                 throw new BundleException("bundle " + Py.str(folder.getPath())
                         + " has no router; use a fixed level");
+            }
+            if (owner.startsWith("stage:")) {
+                throw new BundleException("bundle " + Py.str(folder.getPath()) + " has no stage "
+                        + Py.str(owner.substring(6)) + "; stages: " + String.join(", ", manifest.stageNames()));
             }
             throw new BundleException("bundle " + Py.str(folder.getPath()) + " has no level " + Py.str(owner)
                     + "; levels: " + String.join(", ", manifest.levelNames()) + " (and 'router')");

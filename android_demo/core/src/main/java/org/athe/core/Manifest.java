@@ -27,7 +27,7 @@ import java.util.TreeSet;
  */
 public final class Manifest {
 
-    public static final int SCHEMA_VERSION = 1;
+    public static final int SCHEMA_VERSION = 2;
     /** Deployment formats. */
     public static final List<String> FORMATS = Collections.unmodifiableList(Arrays.asList("tflite", "pte"));
     /** Every format a manifest may list ({@code pt2}: the PyTorch reference, not deployed). */
@@ -39,12 +39,11 @@ public final class Manifest {
 
     private static final List<String> TOP_FIELDS = Arrays.asList("variant", "created_with", "checkpoint",
             "random_weights", "precision", "input", "labels", "levels", "router");
-    private static final List<String> LEVEL_FIELDS =
-            Arrays.asList("name", "keep", "heads", "fuse", "tokens_per_block", "macs", "files");
-    private static final List<String> ROUTER_FIELDS =
-            Arrays.asList("files", "outputs", "thresholds", "input_size", "macs");
-    private static final List<String> ARTIFACT_FIELDS = Arrays.asList("path", "sha256", "bytes");
-    private static final List<String> ARTIFACT_OPTIONAL = Arrays.asList("precision", "parity", "delegation");
+    /** What a stage artifact can take and give, by name, in this order. */
+    public static final List<String> STAGE_IO =
+            Collections.unmodifiableList(Arrays.asList("image", "tokens", "scores", "logits"));
+    public static final List<String> GATE_KINDS =
+            Collections.unmodifiableList(Arrays.asList("logistic", "max_softmax"));
 
     private final String variant;
     private final String precision;
@@ -53,10 +52,12 @@ public final class Manifest {
     private final List<String> labels;
     private final List<LevelSpec> levels;
     private final RouterSpec router;
+    private final List<StageSpec> stages;
     private final Map<String, Object> createdWith;
 
     private Manifest(String variant, String precision, boolean randomWeights, InputSpec input, List<String> labels,
-                     List<LevelSpec> levels, RouterSpec router, Map<String, Object> createdWith) {
+                     List<LevelSpec> levels, RouterSpec router, List<StageSpec> stages,
+                     Map<String, Object> createdWith) {
         this.variant = variant;
         this.precision = precision;
         this.randomWeights = randomWeights;
@@ -64,6 +65,7 @@ public final class Manifest {
         this.labels = labels;
         this.levels = levels;
         this.router = router;
+        this.stages = stages;
         this.createdWith = createdWith;
     }
 
@@ -123,35 +125,47 @@ public final class Manifest {
                     + "version or install the athe that made it");
         }
         require(d, TOP_FIELDS, source);
-        if (!PRECISIONS.contains(d.get("precision"))) {
+        String variant = Checks.text(d.get("variant"), source + ": variant");
+        Map<String, Object> createdWith = Checks.object(d.get("created_with"), source + ": created_with");
+        Checks.object(d.get("checkpoint"), source + ": checkpoint");
+        boolean randomWeights = Checks.flag(d.get("random_weights"), source + ": random_weights");
+        if (!(d.get("precision") instanceof String) || !PRECISIONS.contains(d.get("precision"))) {
             throw new ManifestException(source + ": precision " + Py.repr(d.get("precision")) + " unknown; expected one of "
                     + Py.tuple(PRECISIONS));
         }
-        InputSpec input = InputSpec.fromJson(d.get("input"), source);
+        InputSpec input = Checks.input(d.get("input"), source + ": input");
+        List<String> labels = Checks.labels(d.get("labels"), source + ": labels");
         Object levelsValue = d.get("levels");
-        if (levelsValue == null || (levelsValue instanceof List && ((List<?>) levelsValue).isEmpty())) {
+        if (!(levelsValue instanceof List)) {
+            throw new ManifestException(source + ": levels must be a list of level objects, got "
+                    + Checks.kind(levelsValue) + "; " + Checks.CONVERT);
+        }
+        List<?> levelList = (List<?>) levelsValue;
+        if (levelList.isEmpty()) {
             throw new ManifestException(source + ": levels is empty; a bundle needs at least one level");
         }
-        if (!(levelsValue instanceof List)) {
-            throw malformed(source + ": levels", "a list of level objects", levelsValue);
-        }
         List<LevelSpec> levels = new ArrayList<>();
-        List<?> levelList = (List<?>) levelsValue;
         for (int i = 0; i < levelList.size(); i++) {
-            levels.add(level(levelList.get(i), source + ": levels[" + i + "]"));
+            levels.add(Checks.level(levelList.get(i), source + ": levels[" + i + "]"));
         }
-        RouterSpec router = d.get("router") == null ? null : router(d.get("router"), source + ": router");
         List<String> names = new ArrayList<>();
         for (LevelSpec lv : levels) {
             names.add(lv.name());
         }
+        List<String> repeatedLevels = Checks.repeated(names);
+        if (!repeatedLevels.isEmpty()) {
+            throw new ManifestException(source + ": levels: level name(s) " + Py.repr(repeatedLevels) + " repeat ("
+                    + Py.repr(names) + "); each level needs its own name; " + Checks.CONVERT);
+        }
+        RouterSpec router = d.get("router") == null ? null : Checks.router(d.get("router"), source + ": router");
         if (router != null) {
             if (!router.outputs().equals(names)) {
                 throw new ManifestException(source + ": router.outputs " + Py.repr(router.outputs())
                         + " must equal the levels " + Py.repr(names));
             }
+            List<String> thresholded = names.subList(0, names.size() - 1);
             List<String> missing = new ArrayList<>();
-            for (String name : names.subList(0, names.size() - 1)) {
+            for (String name : thresholded) {
                 if (!router.thresholds().containsKey(name)) {
                     missing.add(name);
                 }
@@ -160,77 +174,46 @@ public final class Manifest {
                 throw new ManifestException(source + ": router.thresholds lacks " + Py.repr(missing)
                         + "; re-run calibration");
             }
-        }
-        List<String> labels = strings(d.get("labels"), source + ": labels");
-        Object createdWith = d.get("created_with");
-        return new Manifest(string(d, "variant", source + ": "), (String) d.get("precision"),
-                Boolean.TRUE.equals(d.get("random_weights")), input, labels, Collections.unmodifiableList(levels),
-                router, createdWith instanceof Map ? Json.asObject(createdWith, source) : Collections.emptyMap());
-    }
-
-    private static LevelSpec level(Object value, String where) {
-        Map<String, Object> d = require(value, LEVEL_FIELDS, where);
-        String prefix = where + ".";
-        for (String key : Arrays.asList("keep", "tokens_per_block")) {
-            if (!(d.get(key) instanceof List)) {
-                throw malformed(prefix + key, "a list", d.get(key));
-            }
-        }
-        if (!(d.get("fuse") instanceof Boolean)) {
-            throw malformed(where + ".fuse", "true or false", d.get("fuse"));
-        }
-        return new LevelSpec(string(d, "name", prefix), integer(d, "heads", prefix), (Boolean) d.get("fuse"),
-                longInteger(d, "macs", prefix), files(d.get("files"), where + ".files"));
-    }
-
-    private static RouterSpec router(Object value, String where) {
-        Map<String, Object> d = require(value, ROUTER_FIELDS, where);
-        String prefix = where + ".";
-        Map<String, Artifact> files = files(d.get("files"), where + ".files");
-        List<String> outputs = strings(d.get("outputs"), where + ".outputs");
-        Object ths = d.get("thresholds");
-        if (!(ths instanceof Map)) {
-            throw malformed(where + ".thresholds", "an object {level: threshold}", ths);
-        }
-        Map<String, Double> thresholds = new LinkedHashMap<>();
-        for (Map.Entry<String, Object> e : Json.asObject(ths, where).entrySet()) {
-            if (!(e.getValue() instanceof Number)) {
-                throw malformed(where + ".thresholds." + e.getKey(), "a number", e.getValue());
-            }
-            thresholds.put(e.getKey(), ((Number) e.getValue()).doubleValue());
-        }
-        return new RouterSpec(files, Collections.unmodifiableList(outputs), Collections.unmodifiableMap(thresholds),
-                integer(d, "input_size", prefix), longInteger(d, "macs", prefix));
-    }
-
-    private static Map<String, Artifact> files(Object value, String where) {
-        if (!(value instanceof Map) || ((Map<?, ?>) value).isEmpty()) {
-            throw new ManifestException(where + ": files must name at least one format");
-        }
-        Map<String, Artifact> out = new LinkedHashMap<>();
-        for (Map.Entry<String, Object> e : Json.asObject(value, where).entrySet()) {
-            String fmt = e.getKey();
-            if (!ALL_FORMATS.contains(fmt)) {
-                throw new ManifestException(where + ": unknown format " + Py.str(fmt) + "; expected one of "
-                        + Py.tuple(ALL_FORMATS));
-            }
-            String at = where + "." + fmt;
-            Map<String, Object> a = require(e.getValue(), ARTIFACT_FIELDS, at);
-            for (String key : a.keySet()) {
-                if (!ARTIFACT_FIELDS.contains(key) && !ARTIFACT_OPTIONAL.contains(key)) {
-                    throw new ManifestException(at + ": unexpected field " + Py.str(key)
-                            + " (re-run 'athe convert' with this athe version)");
+            List<String> extra = new ArrayList<>();
+            for (String name : router.thresholds().keySet()) {
+                if (!thresholded.contains(name)) {
+                    extra.add(name);
                 }
             }
-            String path = string(a, "path", at + ".");
-            if (!isRelativeInside(path)) {
-                throw new ManifestException(at + ": path " + Py.str(path) + " must be relative to the bundle folder");
+            if (!extra.isEmpty()) {
+                throw new ManifestException(source + ": router.thresholds names " + Py.repr(extra) + ", which are not "
+                        + "levels with a threshold (levels " + Py.repr(thresholded) + "; the richest, "
+                        + Py.str(names.get(names.size() - 1)) + ", is the fallback and has none); re-run calibration");
             }
-            String precision = a.containsKey("precision") ? string(a, "precision", at + ".") : "fp32";
-            out.put(fmt, new Artifact(path, string(a, "sha256", at + "."), longInteger(a, "bytes", at + "."),
-                    precision));
+            if (router.inputSize() <= 0 || input.cropSize() % router.inputSize() != 0) {
+                throw new ManifestException(source + ": router.input_size " + router.inputSize() + " does not divide "
+                        + "input.crop_size " + input.cropSize() + " (the router pools the levels' tensor down to it); "
+                        + Checks.CONVERT);
+            }
         }
-        return Collections.unmodifiableMap(out);
+        Object rawStages = d.containsKey("stages") ? d.get("stages") : new ArrayList<>();
+        if (!(rawStages instanceof List)) {
+            throw new ManifestException(source + ": stages must be a list (empty for a bundle without exits)");
+        }
+        List<?> stageList = (List<?>) rawStages;
+        List<StageSpec> stages = new ArrayList<>();
+        for (int i = 0; i < stageList.size(); i++) {
+            stages.add(Checks.stage(stageList.get(i), source + ": stages[" + i + "]", i == stageList.size() - 1));
+        }
+        List<String> stageNames = new ArrayList<>();
+        for (StageSpec st : stages) {
+            stageNames.add(st.name());
+        }
+        if (new TreeSet<>(stageNames).size() != stageNames.size()) {
+            throw new ManifestException(source + ": stage names " + Py.repr(stageNames)
+                    + " repeat; each stage needs its own name");
+        }
+        Checks.checkChain(stages, source + ": stages");
+        if (d.get("calibration") != null) {
+            Checks.object(d.get("calibration"), source + ": calibration");
+        }
+        return new Manifest(variant, (String) d.get("precision"), randomWeights, input, labels,
+                Collections.unmodifiableList(levels), router, Collections.unmodifiableList(stages), createdWith);
     }
 
     /** Python's {@code not Path(p).is_absolute() and ".." not in Path(p).parts} (POSIX paths). */
@@ -249,21 +232,7 @@ public final class Manifest {
     // -- field helpers (shared with InputSpec) -----------------------------------------------
     /** {@code value} as an object holding every key of {@code keys}, else Python's message. */
     static Map<String, Object> require(Object value, List<String> keys, String where) {
-        if (!(value instanceof Map)) {
-            throw new ManifestException(where + ": expected an object");
-        }
-        Map<String, Object> d = Json.asObject(value, where);
-        List<String> missing = new ArrayList<>();
-        for (String key : keys) {
-            if (!d.containsKey(key)) {
-                missing.add(key);
-            }
-        }
-        if (!missing.isEmpty()) {
-            throw new ManifestException(where + ": missing field(s) " + Py.repr(missing)
-                    + "; re-run 'athe convert' to write a complete manifest");
-        }
-        return d;
+        return Checks.require(value, keys, where);
     }
 
     static String string(Map<String, Object> d, String key, String prefix) {
@@ -299,20 +268,6 @@ public final class Manifest {
             throw malformed(prefix + key, "a number", v);
         }
         return ((Number) v).doubleValue();
-    }
-
-    private static List<String> strings(Object value, String where) {
-        if (!(value instanceof List)) {
-            throw malformed(where, "a list of strings", value);
-        }
-        List<String> out = new ArrayList<>();
-        for (Object v : (List<?>) value) {
-            if (!(v instanceof String)) {
-                throw malformed(where, "a list of strings", value);
-            }
-            out.add((String) v);
-        }
-        return Collections.unmodifiableList(out);
     }
 
     private static ManifestException malformed(String where, String expected, Object got) {
@@ -365,6 +320,38 @@ public final class Manifest {
         return Collections.unmodifiableList(out);
     }
 
+    /** The exit chain's stages, in order (empty for a bundle without exits). */
+    public List<StageSpec> stages() {
+        return stages;
+    }
+
+    public List<String> stageNames() {
+        List<String> out = new ArrayList<>();
+        for (StageSpec st : stages) {
+            out.add(st.name());
+        }
+        return Collections.unmodifiableList(out);
+    }
+
+    /** {@code Manifest.default_policy}: {@code exit} with a stage chain, else {@code router} (or the richest level). */
+    public String defaultPolicy() {
+        if (!stages.isEmpty()) {
+            return "exit";
+        }
+        return router != null ? "router" : "fixed:" + levels.get(levels.size() - 1).name();
+    }
+
+    /** {@code {stage: threshold}} for every stage but the last. */
+    public Map<String, Double> exitThresholds() {
+        Map<String, Double> out = new LinkedHashMap<>();
+        for (StageSpec st : stages.subList(0, Math.max(0, stages.size() - 1))) {
+            if (st.threshold() != null) {
+                out.put(st.name(), st.threshold());
+            }
+        }
+        return Collections.unmodifiableMap(out);
+    }
+
     /** The calibrated thresholds (every level but the last); empty without a router. */
     public Map<String, Double> thresholds() {
         return router == null ? Collections.emptyMap() : router.thresholds();
@@ -381,11 +368,14 @@ public final class Manifest {
                 + String.join(", ", levelNames()));
     }
 
-    /** Formats every level and the router have, sorted ({@code pt2} included when all have it). */
+    /** Formats every level, stage and the router have, sorted ({@code pt2} included when all have it). */
     public List<String> formats() {
         TreeSet<String> out = new TreeSet<>(ALL_FORMATS);
         for (LevelSpec lv : levels) {
             out.retainAll(lv.files().keySet());
+        }
+        for (StageSpec st : stages) {
+            out.retainAll(st.files().keySet());
         }
         if (router != null) {
             out.retainAll(router.files().keySet());
@@ -393,11 +383,17 @@ public final class Manifest {
         return new ArrayList<>(out);
     }
 
-    /** Every file as {@code {owner: {format: artifact}}}, levels cheapest first, then {@code router}. */
+    /**
+     * Every file as {@code {owner: {format: artifact}}}: levels cheapest first, the stages as
+     * {@code stage:<name>} in chain order, then {@code router}.
+     */
     public Map<String, Map<String, Artifact>> artifacts() {
         Map<String, Map<String, Artifact>> out = new LinkedHashMap<>();
         for (LevelSpec lv : levels) {
             out.put(lv.name(), lv.files());
+        }
+        for (StageSpec st : stages) {
+            out.put("stage:" + st.name(), st.files());
         }
         if (router != null) {
             out.put("router", router.files());

@@ -1,6 +1,8 @@
 package org.athe.core;
 
+import static org.junit.Assert.assertArrayEquals;
 import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertNull;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
@@ -14,7 +16,7 @@ import org.junit.runner.RunWith;
 import org.junit.runners.Parameterized;
 import org.junit.runners.Parameterized.Parameters;
 
-/** Manifest parsing equals the Python loader: parsed fields, and the same refusals. */
+/** Manifest parsing equals the Python loader: parsed fields (stages and gates included), and the same refusals. */
 @RunWith(Parameterized.class)
 public class ManifestVectorsTest {
     private final String name;
@@ -45,6 +47,9 @@ public class ManifestVectorsTest {
             } catch (ManifestException e) {
                 assertTrue("'" + e.getMessage() + "' lacks '" + contains + "' (Python: " + c.get("error") + ")",
                         e.getMessage().contains(contains));
+                if (Boolean.TRUE.equals(c.get("exact"))) {
+                    assertEquals("the whole message, as Python's", c.get("error"), e.getMessage());
+                }
             }
             return;
         }
@@ -72,5 +77,33 @@ public class ManifestVectorsTest {
         assertEquals(want.get("files"), files);
         assertEquals(new ArrayList<>(Json.asObject(want.get("files"), "files").keySet()),
                 new ArrayList<>(m.artifacts().keySet()));
+        // schema 2: the exit chain
+        assertEquals(((Number) want.get("schema_version")).intValue(), Manifest.SCHEMA_VERSION);
+        assertEquals(want.get("stage_names"), m.stageNames());
+        assertEquals(want.get("default_policy"), m.defaultPolicy());
+        assertEquals(Vectors.normalize(want.get("exit_thresholds")), Vectors.normalize(m.exitThresholds()));
+        List<Object> stages = Json.asArray(want.get("stages"), "stages");
+        assertEquals(stages.size(), m.stages().size());
+        for (int i = 0; i < stages.size(); i++) {
+            Map<String, Object> ws = Json.asObject(stages.get(i), "stage");
+            StageSpec st = m.stages().get(i);
+            assertEquals(ws.get("name"), st.name());
+            assertEquals(ws.get("inputs"), st.inputs());
+            assertEquals(ws.get("outputs"), st.outputs());
+            assertEquals(((Number) ws.get("tokens")).intValue(), st.tokens());
+            assertEquals(ws.get("token_selection"), st.tokenSelection());
+            assertEquals(Vectors.normalize(ws.get("threshold")), Vectors.normalize(st.threshold()));
+            if (ws.get("gate") == null) {
+                assertNull(st.gate());
+                continue;
+            }
+            Map<String, Object> g = Json.asObject(ws.get("gate"), "gate");
+            assertEquals(g.get("kind"), st.gate().kind());
+            assertEquals(g.get("features"), st.gate().features());
+            assertArrayEquals(Vectors.doubles(g.get("mean")), st.gate().mean(), 0.0);
+            assertArrayEquals(Vectors.doubles(g.get("std")), st.gate().std(), 0.0);
+            assertArrayEquals(Vectors.doubles(g.get("weights")), st.gate().weights(), 0.0);
+            assertEquals(((Number) g.get("bias")).doubleValue(), st.gate().bias(), 0.0);
+        }
     }
 }

@@ -13,7 +13,7 @@ final class TestBundles {
     private TestBundles() {
     }
 
-    /** The first valid manifest of the vectors (3 levels, tflite + pte, router), as a mutable map. */
+    /** The first valid manifest of the vectors (3 levels, tflite + pte, router, 3 stages), as a mutable map. */
     @SuppressWarnings("unchecked")
     static Map<String, Object> manifest() {
         for (Object[] row : Vectors.cases("manifests")) {
@@ -33,6 +33,11 @@ final class TestBundles {
         }
         for (Object lv : Json.asArray(manifest.get("levels"), "levels")) {
             writeFiles(folder, Json.asObject(Json.asObject(lv, "level").get("files"), "files"));
+        }
+        if (manifest.get("stages") != null) {
+            for (Object st : Json.asArray(manifest.get("stages"), "stages")) {
+                writeFiles(folder, Json.asObject(Json.asObject(st, "stage").get("files"), "files"));
+            }
         }
         if (manifest.get("router") != null) {
             writeFiles(folder, Json.asObject(Json.asObject(manifest.get("router"), "router").get("files"), "files"));
