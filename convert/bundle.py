@@ -138,9 +138,13 @@ def resolve_weights(variant: Variant, checkpoint: str | Path | None, random_weig
                              None, {"path": None, "sha256": None, "random_weights": True, "seed": seed})
     path = Path(checkpoint)  # type: ignore[arg-type]
     if not path.is_file():
-        raise ConvertError(f"checkpoint {str(path)!r} does not exist; check --checkpoint")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    state = blob.get("model", blob) if isinstance(blob, dict) else blob
+        raise ConvertError(f"checkpoint {str(path)!r} does not exist or is not a regular file; check --checkpoint")
+    blob = load_checkpoint_blob(path)
+    state = blob.get("model", blob)
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ConvertError(f"checkpoint {str(path)!r} holds no model state dict (name -> tensor); pass a "
+                           "checkpoint written by 'athe train backbone' or 'athe train router'")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         load_backbone_weights(model, variant, state, str(path))
@@ -163,6 +167,42 @@ def resolve_weights(variant: Variant, checkpoint: str | Path | None, random_weig
          "card": meta.get("card")},
         gates=meta.get("gates"), exit_thresholds=meta.get("exit_thresholds"),
     )
+
+
+def load_checkpoint_blob(path: Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only.
+
+    A full unpickle (``weights_only=False``) can run any code a crafted file holds; the
+    checkpoints 'athe train' writes need nothing more than weights_only.
+
+    Raises:
+        ConvertError: not a PyTorch checkpoint, truncated, holding other objects, or not a dict.
+    """
+    import pickle
+    import re
+    import zipfile
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if "unsupported global" not in str(exc).lower():  # garbage bytes, a plain pickle, …
+            raise ConvertError(f"checkpoint {str(path)!r} is not a PyTorch checkpoint (not a torch.save file "
+                               "of weights); pass a checkpoint written by 'athe train'") from None
+        what = f" ({found.group(1)})" if found else ""
+        raise ConvertError(f"checkpoint {str(path)!r} holds objects{what} that only a full unpickle could "
+                           "rebuild, which can run code: refused (checkpoints load with weights_only=True); "
+                           "pass a checkpoint written by 'athe train'") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError,
+            AttributeError, TypeError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise ConvertError(f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint (truncated, "
+                           f"corrupt or another kind of file: {type(exc).__name__}: {first}); "
+                           "pass a checkpoint written by 'athe train'") from None
+    if not isinstance(blob, dict):
+        raise ConvertError(f"checkpoint {str(path)!r} holds a {type(blob).__name__}, not a checkpoint dict; "
+                           "pass a checkpoint written by 'athe train'")
+    return blob
 
 
 def _numbered(variant: Variant) -> list[str]:

@@ -45,7 +45,7 @@ import tarfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -157,6 +157,24 @@ def class_to_label(class_names: Sequence[str], labels: Sequence[str], where: str
     return {c: index[c] for c in class_names}
 
 
+def display_name(name: str) -> str:
+    """A file name that can be printed and written as UTF-8 (undecodable bytes as ``\\xNN``)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def skipped_note(skipped: Sequence[str], where: str) -> list[str]:
+    """One note counting the files an input skips (not images, or not regular files), by suffix."""
+    if not skipped:
+        return []
+    counts: dict[str, int] = {}
+    for name in skipped:
+        suffix = PurePosixPath(name).suffix.lower() or "(no suffix)"
+        counts[suffix] = counts.get(suffix, 0) + 1
+    kinds = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return [f"SKIPPED {len(skipped)} file(s) in {where} that are not images ({', '.join(IMAGE_SUFFIXES)}) "
+            f"or not regular files: {kinds}; first: {display_name(skipped[0])!r}"]
+
+
 def _coverage_note(labels: Sequence[int | None], classes: int, limit: int | None,
                    shuffle: int | None) -> list[str]:
     if limit is None or shuffle is not None or classes < 2:
@@ -187,9 +205,13 @@ def folder_source(root: Path, labels: Sequence[str], limit: int | None = None,
     Raises:
         InputError: no images, or both top-level images and class folders, or unknown classes.
     """
-    listing = readers.list_folder(root)
+    try:
+        listing = readers.list_folder(root)
+    except ReadError as exc:
+        raise InputError(str(exc)) from exc
     top, nested = listing.top, listing.nested
     notes: list[str] = []
+    skipped = skipped_note(listing.skipped, str(root))
     if top and nested:
         raise InputError(f"{root} has images at the top level and in sub-folders: give a folder "
                          "of images, or an ImageFolder dataset (ROOT/CLASS/IMAGE), not both")
@@ -199,22 +221,22 @@ def folder_source(root: Path, labels: Sequence[str], limit: int | None = None,
     if top:
         chosen = [top[i] for i in select_order(len(top), limit, shuffle)]
         images = _load_files([listing.path(n) for n in chosen], max_preload_bytes, notes)
-        return ImageSource("folder", str(root), [(n, im, None) for n, im in zip(chosen, images, strict=True)],
-                           labelled=False, notes=notes)
+        return ImageSource("folder", str(root), [(display_name(n), im, None) for n, im in zip(chosen, images, strict=True)],
+                           labelled=False, notes=[*notes, *skipped])
     class_names = tuple(sorted({listing.class_of(n) for n in nested}))
     names = [nested[i] for i in select_order(len(nested), limit, shuffle)]
     images = _load_files([listing.path(n) for n in names], max_preload_bytes, notes)
     if ignore_labels or not labels:
         if not labels and not ignore_labels:
             notes.append("the bundle has no label names: accuracy is not reported")
-        return ImageSource("imagefolder", str(root), [(n, im, None) for n, im in zip(names, images, strict=True)],
-                           labelled=False, class_names=class_names, notes=notes)
+        return ImageSource("imagefolder", str(root), [(display_name(n), im, None) for n, im in zip(names, images, strict=True)],
+                           labelled=False, class_names=class_names, notes=[*notes, *skipped])
     mapping = class_to_label(class_names, labels, str(root))
-    samples: list[Sample] = [(n, im, mapping[listing.class_of(n)])
+    samples: list[Sample] = [(display_name(n), im, mapping[listing.class_of(n)])
                              for n, im in zip(names, images, strict=True)]
     notes += _coverage_note([s[2] for s in samples], len(class_names), limit, shuffle)
     return ImageSource("imagefolder", str(root), samples, labelled=True, class_names=class_names,
-                       notes=notes)
+                       notes=[*notes, *skipped])
 
 
 # -- CIFAR pickles ---------------------------------------------------------------------------
@@ -257,9 +279,10 @@ def tar_source(path: Path, labels: Sequence[str], limit: int | None = None,
         InputError: not a readable archive, no images, unknown class folders.
     """
     try:
-        all_names = sorted(readers.tar_image_names(path))
+        listing = readers.list_tar(path)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise InputError(f"{path} is not a readable tar archive ({type(exc).__name__}: {exc})") from exc
+    all_names = sorted(listing.images)
     if not all_names:
         raise InputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); an ImageFolder "
                          "archive holds …/CLASS/IMAGE (a CIFAR python archive must be extracted first)")
@@ -272,18 +295,19 @@ def tar_source(path: Path, labels: Sequence[str], limit: int | None = None,
     labelled = not ignore_labels and bool(labels) and all(classes.values())
     class_names = tuple(sorted(set(classes.values()) - {""})) or None
     notes: list[str] = []
+    skipped = skipped_note(listing.skipped, str(path))
     if not labelled:
         if not ignore_labels and not labels:
             notes.append("the bundle has no label names: accuracy is not reported")
         elif not ignore_labels:
             notes.append("some images sit at the archive root (no class folder): read unlabelled")
         return ImageSource("tar", str(path), [(n, data[n], None) for n in chosen], labelled=False,
-                           class_names=class_names, notes=notes)
+                           class_names=class_names, notes=[*notes, *skipped])
     assert class_names is not None
     mapping = class_to_label(class_names, labels, str(path))
     samples: list[Sample] = [(n, data[n], mapping[classes[n]]) for n in chosen]
     notes += _coverage_note([s[2] for s in samples], len(class_names), limit, shuffle)
-    return ImageSource("tar", str(path), samples, labelled=True, class_names=class_names, notes=notes)
+    return ImageSource("tar", str(path), samples, labelled=True, class_names=class_names, notes=[*notes, *skipped])
 
 
 # -- camera ----------------------------------------------------------------------------------
@@ -403,12 +427,19 @@ def open_inputs(spec: str | Path, labels: Sequence[str] = (), *, limit: int | No
     if not path.exists():
         raise InputError(f"input {text!r} not found; give an image folder, an ImageFolder dataset, "
                          "a CIFAR folder, a .tar/.tar.gz archive, an image, or camera[:N]")
+    if not path.is_file() and not path.is_dir():
+        raise InputError(f"input {text!r} is neither a regular file nor a folder (a FIFO, a device such as "
+                         "/dev/null, a socket): refusing to read it")
     if path.is_file():
         if path.name.lower().endswith(TAR_SUFFIXES) or (not readers.is_image(path.name) and tarfile.is_tarfile(path)):
             return tar_source(path, labels, limit, shuffle, ignore_labels)
         if readers.is_image(path.name):
             select_order(1, limit, shuffle)  # validates limit
-            return ImageSource("image", text, [(path.name, path.read_bytes(), None)], labelled=False)
+            try:
+                data = readers.read_regular_file(path, readers.MAX_IMAGE_BYTES, what="image")
+            except ReadError as exc:
+                raise InputError(str(exc)) from exc
+            return ImageSource("image", text, [(display_name(path.name), data, None)], labelled=False)
         raise InputError(f"input {text!r} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a "
                          "tar archive")
     cifar = find_cifar(path)

@@ -175,17 +175,62 @@ def _parse_shares(arg: str, names: list[str], text: str) -> tuple[tuple[str, flo
 
 
 def parse_thresholds(text: str) -> dict[str, float]:
-    """``"simple=0.7,complex=0.5"`` -> ``{"simple": 0.7, "complex": 0.5}`` (for command lines)."""
+    """``"simple=0.7,complex=0.5"`` -> ``{"simple": 0.7, "complex": 0.5}`` (for command lines).
+
+    Raises:
+        DispatchError: empty, malformed, a name given twice, or a value not finite in [0, 1].
+    """
     out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise DispatchError(f"thresholds {text!r} are empty: write <level>=<threshold>,... e.g. simple=0.7")
+    for part in parts:
         name, sep, value = part.partition("=")
+        name = name.strip()
         try:
-            out[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
             sep = ""
-        if not sep:
+        if not sep or not name:
             raise DispatchError(f"thresholds {text!r}: write <level>=<threshold>,... e.g. simple=0.7")
+        if name in out:
+            raise DispatchError(f"thresholds {text!r}: {name!r} is given twice; give each threshold once")
+        out[name] = check_threshold(name, number)
     return out
+
+
+def check_threshold(name: str, value: Any) -> float:
+    """A threshold: a finite number in [0, 1] (a probability or a gate score), else ``DispatchError``."""
+    if (isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer)
+            or not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0):
+        raise DispatchError(f"threshold for {name!r} must be a number in [0, 1] (finite), got {value!r}")
+    return float(value)
+
+
+def check_tensor(x: Any, shape: tuple[int, ...], what: str = "input tensor") -> np.ndarray:
+    """A float32 array of ``shape`` with finite values (NaN or inf would route and answer silently).
+
+    Raises:
+        DispatchError: another type, dtype or shape, or a NaN/inf value (with how many).
+    """
+    if not isinstance(x, np.ndarray):
+        raise DispatchError(f"{what} must be a numpy float32 array {shape}, got {type(x).__name__}")
+    if x.dtype != np.float32 or tuple(x.shape) != tuple(shape):
+        raise DispatchError(f"{what} must be float32 {tuple(shape)} (the preprocessed image), got "
+                            f"{x.dtype} {tuple(x.shape)}")
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise DispatchError(f"{what} has {bad} NaN/inf value(s) of {x.size}; refusing to predict on it")
+    return x
+
+
+def _finite_output(out: Any, owner: str) -> np.ndarray:
+    """A model output with finite values, else ``DispatchError`` (a NaN never becomes an answer)."""
+    arr = np.asarray(out)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise DispatchError(f"{owner} artifact returned NaN/inf (or no) values; the artifact or its input "
+                            "is broken: re-convert the bundle")
+    return arr
 
 
 def run_named(model: Any, inputs: Sequence[str], outputs: Sequence[str],
@@ -316,6 +361,10 @@ class Dispatcher:
                  thresholds: dict[str, float] | None = None, seed: int = 0,
                  max_pixels: int = MAX_PIXELS) -> None:
         if isinstance(backend, str):
+            limit = 4 * (os.cpu_count() or 1)
+            if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                        or not 1 <= threads <= limit):
+                raise DispatchError(f"threads must be an integer from 1 to {limit} (4 x the CPUs), got {threads!r}")
             self.backend: Backend = load_backend(backend, threads)
         else:
             if threads is not None:
@@ -386,10 +435,7 @@ class Dispatcher:
             if name not in allowed:
                 raise DispatchError(f"threshold for {name!r}: only these stages have exit thresholds: "
                                     f"{', '.join(allowed)} (the last stage always answers)")
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-                raise DispatchError(f"threshold for {name!r} must be a number in [0, 1] (a gate score), "
-                                    f"got {value!r}")
-            merged[name] = float(value)
+            merged[name] = check_threshold(name, value)
         return merged
 
     def _merge_thresholds(self, override: dict[str, float] | None) -> dict[str, float]:
@@ -403,9 +449,7 @@ class Dispatcher:
             if name not in allowed:
                 raise DispatchError(f"threshold for {name!r}: only these levels have thresholds: "
                                     f"{', '.join(allowed)} (the richest level is the fallback)")
-            if not isinstance(value, (int, float)) or math.isnan(value):
-                raise DispatchError(f"threshold for {name!r} must be a number, got {value!r}")
-            merged[name] = float(value)
+            merged[name] = check_threshold(name, value)
         return merged
 
     def _load(self, owner: str) -> LoadedModel:
@@ -460,8 +504,14 @@ class Dispatcher:
                                                 "preprocess": (prepared - decoded) * 1e3})
 
     def predict_tensor(self, x: np.ndarray, label: int | str | None = None) -> Prediction:
-        """Route and run an already preprocessed float32 ``[1, 3, crop, crop]`` tensor."""
-        return self._dispatch(x, label, time.perf_counter(), {"decode": 0.0, "preprocess": 0.0})
+        """Route and run an already preprocessed float32 ``[1, 3, crop, crop]`` tensor.
+
+        Raises:
+            DispatchError: not a float32 array of the input shape, or NaN/inf values in it.
+        """
+        start = time.perf_counter()
+        check_tensor(x, tuple(self.preprocessor.output_shape))
+        return self._dispatch(x, label, start, {"decode": 0.0, "preprocess": 0.0})
 
     def predict_many(self, images: Iterable[ImageInput], labels: Iterable[int | str] | None = None,
                      progress: Callable[[int, int | None], None] | None = None) -> list[Prediction]:
@@ -500,14 +550,20 @@ class Dispatcher:
             t_run = time.perf_counter()
             outs = run_named(model, spec.inputs, spec.outputs, feed)
             stage_ms[spec.name] = (time.perf_counter() - t_run) * 1e3
-            logits = outs["logits"].reshape(1, -1)
+            logits = _finite_output(outs["logits"], f"stage {spec.name}").reshape(1, -1)
             if i == len(specs) - 1 or spec.name == stop_at:
                 return spec.name, logits.reshape(-1), stage_ms, gates, gate_ms
             if stop_at is None:
                 t_gate = time.perf_counter()
                 gate = self._gates[spec.name]
                 cls = outs["tokens"][0, 0] if gate.needs_cls else None
-                score = gate.score(logits, cls)
+                try:
+                    score = gate.score(logits, cls)
+                except ValueError as exc:  # a CLS token of another width than the gate's weights
+                    raise DispatchError(f"stage {spec.name}'s exit gate does not fit its outputs ({exc}); "
+                                        "re-convert the bundle") from None
+                if not math.isfinite(score):
+                    raise DispatchError(f"stage {spec.name}'s exit gate scored NaN/inf; re-convert the bundle")
                 gates[spec.name] = score
                 done = score >= self.exit_thresholds[spec.name]
                 gate_ms += (time.perf_counter() - t_gate) * 1e3
@@ -539,7 +595,7 @@ class Dispatcher:
         kind = self.policy.kind
         if kind == "router":
             assert self.router is not None
-            raw = self.router.run(x).reshape(-1)
+            raw = _finite_output(self.router.run(x), "router").reshape(-1)
             scores = {name: float(v) for name, v in zip(self.level_names, raw, strict=False)}
             level = choose_level(scores, self.level_names, self.thresholds)
         elif kind == "fixed":
@@ -554,14 +610,14 @@ class Dispatcher:
                 raise DispatchError("the oracle policy needs the true label (evaluation only): pass label=")
             for level in self.level_names:
                 t_run = time.perf_counter()
-                logits = self.levels[level].run(x).reshape(-1)
+                logits = _finite_output(self.levels[level].run(x), f"level {level}").reshape(-1)
                 infer_ms += (time.perf_counter() - t_run) * 1e3
                 if int(np.argmax(logits)) == target:
                     break
         route_ms = (time.perf_counter() - t0) * 1e3 - infer_ms
         if logits is None:
             t_run = time.perf_counter()
-            logits = self.levels[level].run(x).reshape(-1)
+            logits = _finite_output(self.levels[level].run(x), f"level {level}").reshape(-1)
             infer_ms = (time.perf_counter() - t_run) * 1e3
         index = int(np.argmax(logits))
         z = logits.astype(np.float64) - float(logits.max())
@@ -582,6 +638,8 @@ class Dispatcher:
             if label not in labels:
                 raise DispatchError(f"label {label!r} is not one of the bundle's {len(labels)} labels")
             return labels.index(label)
+        if isinstance(label, bool) or not isinstance(label, int | np.integer):
+            raise DispatchError(f"label must be a class index (int) or a label name (str), got {label!r}")
         index = int(label)
         if labels and not 0 <= index < len(labels):
             raise DispatchError(f"label index {index} out of range for {len(labels)} labels")
