@@ -38,12 +38,13 @@ Example::
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from athe.training.model import AtheViT, ConvStemPatchEmbed
+from athe.training.model import AtheBlock, AtheViT, ConvStemPatchEmbed, ExitHead
 from athe.variants import Level, token_schedule
 
 
@@ -53,6 +54,8 @@ class MeanVarLayerNorm(nn.Module):
     XNNPACK has no native layer_norm, and its ``mean`` takes only 4-D spatial reductions, so
     a ``mean(dim=-1)`` falls out of the delegate; ``x @ (1/D)`` is delegated as a matmul.
     """
+
+    avg: torch.Tensor  # buffer registered in __init__
 
     def __init__(self, norm: nn.LayerNorm) -> None:
         super().__init__()
@@ -76,16 +79,16 @@ def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 def export_stem(patch_embed: nn.Module) -> nn.Sequential:
     """The patch embedding as a plain conv stack (BatchNorm folded), output ``[B, D, g, g]``."""
-    proj = patch_embed.proj
+    proj = cast(nn.Module, patch_embed.proj)
     if not isinstance(patch_embed, ConvStemPatchEmbed):
         return nn.Sequential(copy.deepcopy(proj))
     layers: list[nn.Module] = []
-    mods = list(proj)
+    mods = list(cast(nn.Sequential, proj))  # the conv stem's proj is a Sequential
     i = 0
     while i < len(mods):
         m = mods[i]
         if isinstance(m, nn.Conv2d) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d):
-            layers.append(_fold_bn(copy.deepcopy(m), copy.deepcopy(mods[i + 1])))
+            layers.append(_fold_bn(copy.deepcopy(m), copy.deepcopy(cast(nn.BatchNorm2d, mods[i + 1]))))
             i += 2
         else:
             layers.append(copy.deepcopy(m))
@@ -98,6 +101,9 @@ class TokenSelect(nn.Module):
 
     ``[B, 1 + n, D]`` tokens and ``[B, n]`` scores -> ``[B, 1 + k (+1 if fuse), D]``.
     """
+
+    ones_all: torch.Tensor  # buffers registered in __init__
+    ones_kept: torch.Tensor
 
     def __init__(self, n: int, k: int, fuse: bool) -> None:
         super().__init__()
@@ -133,16 +139,18 @@ class BlockExport(nn.Module):
     whose successor keeps tokens); the forward then returns ``(tokens, scores)``.
     """
 
-    def __init__(self, block: nn.Module, heads: int, keep_k: int | None, fuse: bool,
+    def __init__(self, block: AtheBlock, heads: int, keep_k: int | None, fuse: bool,
                  tokens_in: int, emit_scores: bool = False) -> None:
         super().__init__()
         attn = block.attn
-        hd, inner, dim = attn.head_dim, attn.attn_dim, block.norm1.weight.shape[0]
+        norm1, norm2 = cast(nn.LayerNorm, block.norm1), cast(nn.LayerNorm, block.norm2)
+        hd, inner, dim = attn.head_dim, attn.attn_dim, norm1.weight.shape[0]
         self.heads, self.head_dim, self.scale = heads, hd, attn.head_dim ** -0.5
         self.keep_k, self.emit_scores = keep_k, emit_scores
         self.select = TokenSelect(tokens_in - 1, keep_k, fuse) if keep_k is not None else None
-        self.norm1 = MeanVarLayerNorm(block.norm1)
-        self.norm2 = MeanVarLayerNorm(block.norm2)
+        self.norm1 = MeanVarLayerNorm(norm1)
+        self.norm2 = MeanVarLayerNorm(norm2)
+        assert attn.qkv.bias is not None  # AtheViT is built with qkv_bias=True
         w, b = attn.qkv.weight.detach(), attn.qkv.bias.detach()
         rows = torch.cat([torch.arange(j * inner, j * inner + heads * hd) for j in range(3)])
         self.qkv = nn.Linear(dim, 3 * heads * hd)
@@ -151,9 +159,9 @@ class BlockExport(nn.Module):
         self.proj = nn.Linear(heads * hd, dim)
         self.proj.weight.data.copy_(attn.proj.weight.detach()[:, : heads * hd])
         self.proj.bias.data.copy_(attn.proj.bias.detach())
-        self.mlp = copy.deepcopy(block.mlp)
-        self.ls1 = copy.deepcopy(block.ls1)
-        self.ls2 = copy.deepcopy(block.ls2)
+        self.mlp: nn.Module = copy.deepcopy(block.mlp)
+        self.ls1: nn.Module = copy.deepcopy(block.ls1)
+        self.ls2: nn.Module = copy.deepcopy(block.ls2)
 
     def forward(self, x: torch.Tensor):
         h, hd = self.heads, self.head_dim
@@ -182,6 +190,7 @@ class BlockExport(nn.Module):
             # of the constant outside the delegate
             scores = (row[:, :, 1:] * (1.0 / h)).reshape(B, N - 1)
         if self.select is not None:
+            assert scores is not None  # a select implies need_scores, so scores were computed
             x = self.select(x, scores)
         x = x + self.ls2(self.mlp(self.norm2(x)))
         if self.emit_scores:
@@ -203,14 +212,16 @@ class LevelExport(nn.Module):
         self.img_size, self.batch_size = cfg.img_size, batch_size
         self.stem = export_stem(model.patch_embed)
         # CLS token pre-expanded to the fixed batch (an expand would stay outside XNNPACK).
+        # AtheViT always has a CLS token and a learned position embedding (timm's defaults).
+        assert model.cls_token is not None and model.pos_embed is not None
         self.cls_token = nn.Parameter(model.cls_token.detach().expand(batch_size, -1, -1).clone())
         self.pos_embed = nn.Parameter(model.pos_embed.detach().clone())
         attn_tokens, _ = token_schedule(cfg, level or Level("dense"))
         self.blocks = nn.ModuleList(
             BlockExport(blk, heads, counts.get(i), fuse, attn_tokens[i])
-            for i, blk in enumerate(model.blocks)
+            for i, blk in enumerate(model.ablocks())
         )
-        self.norm = MeanVarLayerNorm(model.norm)
+        self.norm = MeanVarLayerNorm(cast(nn.LayerNorm, model.norm))
         self.head = copy.deepcopy(model.head)
         self.eval()
 
@@ -244,8 +255,8 @@ class PlainLevel(nn.Module):
     def __init__(self, model: AtheViT, level: Level | None, batch_size: int = 1) -> None:
         super().__init__()
         self.model = copy.deepcopy(model).eval()
-        for blk in self.model.blocks:
-            blk.attn.fused_attn = False
+        for blk in self.model.ablocks():
+            blk.attn.set_fused_attn(False)
         self.level = level or Level("dense")
         self.level_name = self.level.name
         self.img_size, self.batch_size = model.cfg.img_size, batch_size
@@ -302,12 +313,13 @@ class _StageForm(nn.Module):
         #: the previous stage's token count (what this stage's ``tokens`` input holds)
         self.tokens_in = tokens[index - 1] if index > 0 else None
         self.tokens = tokens[index]
+        t_in = cast(int, self.tokens_in)  # read only for a "tokens"/"scores" input: index > 0
         shapes = {"image": (batch_size, 3, cfg.img_size, cfg.img_size),
                   "logits": (batch_size, cfg.num_classes)}
         self.input_shapes = tuple(
             shapes["image"] if n == "image" else
-            (batch_size, self.tokens_in, cfg.embed_dim) if n == "tokens" else
-            (batch_size, self.tokens_in - 1) for n in self.inputs)
+            (batch_size, t_in, cfg.embed_dim) if n == "tokens" else
+            (batch_size, t_in - 1) for n in self.inputs)
         self.output_shapes = tuple(
             shapes["logits"] if n == "logits" else
             (batch_size, self.tokens, cfg.embed_dim) if n == "tokens" else
@@ -331,7 +343,9 @@ class _StageForm(nn.Module):
 class ExitHeadExport(nn.Module):
     """``ExitHead`` rewritten: CLS by slice, the token mean as a ``linear`` with ``1/(N-1)`` weights."""
 
-    def __init__(self, head: nn.Module, tokens: int) -> None:
+    avg_tokens: torch.Tensor  # buffer registered in __init__
+
+    def __init__(self, head: ExitHead, tokens: int) -> None:
         super().__init__()
         self.register_buffer("avg_tokens", torch.full((1, tokens - 1), 1.0 / (tokens - 1)))
         self.norm = MeanVarLayerNorm(head.norm)
@@ -361,21 +375,23 @@ class StageExport(_StageForm):
         if self.first:
             self.stem = export_stem(model.patch_embed)
             # CLS token pre-expanded to the fixed batch (an expand would stay outside XNNPACK).
+            # AtheViT always has a CLS token and a learned position embedding (timm's defaults).
+            assert model.cls_token is not None and model.pos_embed is not None
             self.cls_token = nn.Parameter(model.cls_token.detach().expand(batch_size, -1, -1).clone())
             self.pos_embed = nn.Parameter(model.pos_embed.detach().clone())
         keep = model.stage_keep(index)
-        self.select = TokenSelect(self.tokens_in - 1, keep, st.fuse) if keep is not None else None
+        self.select = TokenSelect(cast(int, self.tokens_in) - 1, keep, st.fuse) if keep is not None else None
         start, stop = st.blocks
         emit = model.needs_scores(index)
         self.blocks = nn.ModuleList(
-            BlockExport(model.blocks[b], heads, None, False, self.tokens,
+            BlockExport(model.ablock(b), heads, None, False, self.tokens,
                         emit_scores=emit and b == stop - 1)
             for b in range(start, stop))
         if self.last:
-            self.norm = MeanVarLayerNorm(model.norm)
+            self.norm = MeanVarLayerNorm(cast(nn.LayerNorm, model.norm))
             self.head = copy.deepcopy(model.head)
         else:
-            self.exit = ExitHeadExport(model.exit_heads[index], self.tokens)
+            self.exit = ExitHeadExport(cast(ExitHead, model.exit_heads[index]), self.tokens)
         self.eval()
 
     def forward(self, x: torch.Tensor, scores: torch.Tensor | None = None):
@@ -422,7 +438,7 @@ class PlainStage(_StageForm):
             h if i == index else nn.Identity() for i, h in enumerate(model.exit_heads))
         self.model = copy.deepcopy(keep).eval()
         for b in range(start, stop):
-            self.model.blocks[b].attn.fused_attn = False
+            self.model.ablock(b).attn.set_fused_attn(False)
 
     def forward(self, x: torch.Tensor, scores: torch.Tensor | None = None):
         tokens, logits, out_scores = self.model.forward_stage(self.index, x, scores)

@@ -35,6 +35,7 @@ import difflib
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -394,7 +395,7 @@ def _example_shapes(program: Any, path: Path) -> tuple[tuple[int, ...], ...]:
 
 
 # -- factory -----------------------------------------------------------------------------------
-_BACKENDS: dict[str, type[Backend]] = {
+_BACKENDS: dict[str, Callable[[int | None], Backend]] = {
     "litert": LiteRTBackend, "executorch": ExecuTorchBackend, "torch": TorchBackend,
 }
 
