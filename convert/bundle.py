@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ from athe.runtime.manifest import (
     artifact_for_file,
     sha256_file,
 )
-from athe.training.model import build_model, load_backbone_weights
+from athe.training.model import AtheViT, build_model, load_backbone_weights
 from athe.training.router import RouterCNN, RouterExport, build_router, router_macs
 from athe.variants import Variant, get_variant
 
@@ -71,7 +71,7 @@ STATIC_INT8_MAX_DROP = 2.0
 
 #: One converter per format, same signature: (module, example_inputs, path, quantize, calibration);
 #: the ``.pte`` one returns its delegation report.
-CONVERTERS: dict[str, Callable[..., Path]] = {"tflite": to_tflite, "pte": to_pte}
+CONVERTERS: dict[str, Callable[..., Any]] = {"tflite": to_tflite, "pte": to_pte}
 #: Export form per format, from the conversion benchmark (athe-simple at 224, README "Benchmarks"):
 #: ExecuTorch needs the rewrite to stay inside XNNPACK (1.15-11x faster than the plain form);
 #: LiteRT runs the plain form 1.2-1.5x faster than the rewrite.
@@ -106,7 +106,7 @@ class ConvertOptions:
 
 @dataclass
 class LoadedWeights:
-    model: torch.nn.Module
+    model: AtheViT
     router: RouterCNN | None
     thresholds: dict[str, float] | None
     classes: list[str]
@@ -243,8 +243,8 @@ def _outputs(out: Any) -> list[torch.Tensor]:
 
 def _top1s(ref_pred: list[np.ndarray], got_pred: list[np.ndarray], labels: np.ndarray) -> dict[str, float]:
     out = {}
-    for key, pred in (("top1_fp32_pytorch", ref_pred), ("top1_artifact", got_pred)):
-        pred = np.concatenate(pred)
+    for key, preds in (("top1_fp32_pytorch", ref_pred), ("top1_artifact", got_pred)):
+        pred = np.concatenate(preds)
         out[key] = round(100.0 * float((pred == labels[: len(pred)]).mean()), 2)
     return out
 
@@ -335,7 +335,7 @@ def convert_artifact(owner: str, module: torch.nn.Module, fmt: str, folder: Path
     except Exception as exc:  # add the variant and artifact, keep the cause
         raise ConvertError(f"{variant.name}: converting {name} failed: {type(exc).__name__}: {exc}") from exc
     seconds = time.time() - t0
-    delegation = dict(report) if fmt == "pte" else None
+    delegation = dict(report) if fmt == "pte" else None  # to_pte returns its delegation report
     backend = load_backend(BACKEND_FOR_FORMAT[fmt], threads=1)
     loaded = backend.load(path)
     try:
@@ -379,7 +379,7 @@ def convert_bundle(opts: ConvertOptions) -> Path:
     static = opts.quantize == "int8-static"
     inputs, labels, kind, cal = sample_inputs(variant, opts.data, opts.parity_samples, opts.seed, opts.batch_size,
                                               extra=opts.calibration_samples if static else 0)
-    calibration = [(x,) for x in cal] if static else None
+    calibration: list[tuple[torch.Tensor, ...]] | None = [(x,) for x in cal] if static else None
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -402,7 +402,8 @@ def convert_bundle(opts: ConvertOptions) -> Path:
                 name=lv.name, keep=lv.keep, heads=lv.heads or variant.backbone.num_heads, fuse=lv.fuse,
                 tokens_per_block=tuple(variant.tokens_per_block(lv)), macs=variant.macs(lv),
                 files=files, val_accuracy=cal_acc))
-        stages, exits_calibrated = (), None
+        stages: tuple[StageSpec, ...] = ()
+        exits_calibrated: bool | None = None
         if variant.stages:
             stages, exits_calibrated = convert_stages(weights, variant, tmp, opts, inputs, labels,
                                                       cal if static else None)
@@ -418,12 +419,12 @@ def convert_bundle(opts: ConvertOptions) -> Path:
             if opts.write_reference:
                 torch.export.save(torch.export.export(rform, (inputs[0],)), str(tmp / "router.pt2"))
                 rfiles["pt2"] = artifact_for_file(tmp, "router.pt2", precision="fp32")
-            cal = weights.calibration or {}
+            rcal = weights.calibration or {}
             router_spec = RouterSpec(
                 files=rfiles, outputs=tuple(variant.level_names), thresholds=dict(weights.thresholds or {}),
                 input_size=variant.router.input_size, macs=router_macs(weights.router),
-                calibration_target=cal.get("target", {"random_weights": True}),
-                accuracy=None if not cal else float(np.mean(list(cal.get("router_accuracy", {}).values()) or [0])))
+                calibration_target=rcal.get("target", {"random_weights": True}),
+                accuracy=None if not rcal else float(np.mean(list(rcal.get("router_accuracy", {}).values()) or [0])))
         pre = variant.preprocess
         manifest = Manifest(
             schema_version=SCHEMA_VERSION, variant=variant.name, created_with=_versions(),
@@ -452,7 +453,7 @@ def stage_file(name: str) -> str:
     return f"stage-{name}"
 
 
-def chain_inputs(model: torch.nn.Module, images: list[torch.Tensor]) -> list[list[tuple[torch.Tensor, ...]]]:
+def chain_inputs(model: AtheViT, images: list[torch.Tensor]) -> list[list[tuple[torch.Tensor, ...]]]:
     """Per stage, per image: the stage's inputs (its ``stage_io`` order) as the PyTorch chain
     (``AtheViT.forward_stage``) computes them."""
     from athe.convert.export_form import stage_io
@@ -465,13 +466,14 @@ def chain_inputs(model: torch.nn.Module, images: list[torch.Tensor]) -> list[lis
             tokens, scores = x, None
             for i in range(k):
                 feed = {"image": x, "tokens": tokens, "scores": scores}
-                out[i].append(tuple(feed[n] for n in names[i]))
+                # a stage takes "scores" only when the previous stage gave them (never None there)
+                out[i].append(tuple(cast(torch.Tensor, feed[n]) for n in names[i]))
                 tokens, _, scores = model.forward_stage(i, tokens, scores)
     return out
 
 
 def chain_parity(loaded: list[Any], ios: list[tuple[tuple[str, ...], tuple[str, ...]]],
-                 model: torch.nn.Module, images: list[torch.Tensor]) -> list[dict[str, Any]]:
+                 model: AtheViT, images: list[torch.Tensor]) -> list[dict[str, Any]]:
     """The whole chain of stage artifacts of one format, each fed the previous one's outputs, vs
     ``AtheViT.forward_exits``: per exit ``chain_max_abs_diff`` and ``chain_top1_agreement`` of
     its logits."""
@@ -507,6 +509,7 @@ def exit_gates(weights: LoadedWeights, variant: Variant
         why = "the checkpoint has no exit gates (run 'athe train router' on a run with stages)"
     if why:
         return ({n: GateSpec(kind="max_softmax") for n in names}, {n: 1.0 for n in names}, False, why)
+    assert weights.gates is not None and weights.exit_thresholds is not None  # why == "" implies both set
     missing = [n for n in names if n not in weights.gates or n not in weights.exit_thresholds]
     if missing:
         raise ConvertError(f"{variant.name}: the checkpoint's exit gates/thresholds lack stage(s) {missing} "
@@ -581,7 +584,7 @@ def convert_stages(weights: LoadedWeights, variant: Variant, folder: Path, opts:
     exit_acc = ((weights.calibration or {}).get("exits") or {}).get("exit_accuracy_test") or {}
     last = len(variant.stages) - 1
     specs = tuple(
-        StageSpec(name=st.name, blocks=tuple(st.blocks), keep=float(st.keep), fuse=bool(st.fuse),
+        StageSpec(name=st.name, blocks=cast(tuple[int, int], tuple(st.blocks)), keep=float(st.keep), fuse=bool(st.fuse),
                   heads=st.heads or variant.backbone.num_heads, tokens=tokens[i], macs=macs[i],
                   inputs=ios[i][0], outputs=ios[i][1],
                   token_selection="in-graph" if model.stage_keep(i) is not None else "none",
