@@ -40,15 +40,23 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 
 from athe.convert.bundle import BACKEND_FOR_FORMAT as BACKENDS
 from athe.convert.bundle import CONVERTERS, DEFAULT_FORMS
-from athe.convert.export_form import STAGE_FORMS, LevelExport, PlainLevel
+from athe.convert.export_form import (
+    STAGE_FORMS,
+    LevelExport,
+    PlainLevel,
+    PlainStage,
+    StageExport,
+    _StageForm,
+)
 from athe.runtime.backends import load_backend
-from athe.training.model import build_model
+from athe.training.model import AtheViT, build_model
 from athe.variants import get_variant
 
 
@@ -72,10 +80,10 @@ def time_group(paths: dict[str, Path], fmt: str, threads: int, x: np.ndarray, wa
     return samples
 
 
-def convert_all(v, model: torch.nn.Module, x: torch.Tensor, formats: list[str], int8: bool, workdir: Path,
+def convert_all(v, model: AtheViT, x: torch.Tensor, formats: list[str], int8: bool, workdir: Path,
                 reuse: bool) -> dict[tuple[str, str, str], dict]:
     """Convert ours / naive / ours-int8 of every level; ``reuse`` keeps artifacts already in ``workdir``."""
-    out = {}
+    out: dict[tuple[str, str, str], dict] = {}
     for lv in v.levels:
         kinds = {"ours": (LevelExport(model, lv), "none"), "naive": (PlainLevel(model, lv), "none")}
         if int8:
@@ -151,18 +159,18 @@ def ratios(rows: list[dict]) -> list[str]:
 # -- stages ----------------------------------------------------------------------------------
 
 
-def without_selection(form: torch.nn.Module) -> torch.nn.Module:
+def without_selection(form: _StageForm) -> _StageForm:
     """The stage form ``form`` with its on-entry token selection taken out: it takes the kept
     tokens (``[B, tokens, D]``, selected by ``select_numpy``) and no scores."""
     form.inputs = ("tokens",)
     form.input_shapes = ((form.batch_size, form.tokens, form.input_shapes[0][2]),)
     form.tokens_in = form.tokens
     if hasattr(form, "select"):  # StageExport
-        form.select = None
+        cast(StageExport, form).select = None
     else:  # PlainStage: the copied model skips selection for this stage only
-        model, index = form.model, form.index
+        model, index = cast(PlainStage, form).model, form.index
         keep_of = type(model).stage_keep.__get__(model)
-        model.stage_keep = lambda j: None if j == index else keep_of(j)
+        model.stage_keep = lambda j: None if j == index else keep_of(j)  # type: ignore[method-assign, assignment]  # per-instance override on the copy
     return form
 
 
@@ -181,11 +189,11 @@ def select_numpy(tokens: np.ndarray, scores: np.ndarray, k: int, fuse: bool) -> 
     return np.concatenate(parts, axis=0)[None]
 
 
-def convert_stages(v, model: torch.nn.Module, formats: list[str], workdir: Path, reuse: bool,
-                   with_runtime_selection: bool = True) -> dict[tuple[str, str], dict]:
+def convert_stages(v, model: AtheViT, formats: list[str], workdir: Path, reuse: bool,
+                   with_runtime_selection: bool = True) -> dict[tuple[str, str, str], dict]:
     """Every stage (and, for stages that keep tokens, the same stage without selection, kind
     ``runtime-select``) in each format's shipped form; ``reuse`` keeps what ``workdir`` has."""
-    out = {}
+    out: dict[tuple[str, str, str], dict] = {}
     for fmt in formats:
         form_cls = STAGE_FORMS[DEFAULT_FORMS.get(fmt, "rewrite")]
         for i, st in enumerate(v.stages):
@@ -212,7 +220,7 @@ def convert_stages(v, model: torch.nn.Module, formats: list[str], workdir: Path,
     return out
 
 
-def time_chain(v, model: torch.nn.Module, arts: dict, fmt: str, x: np.ndarray, warmup: int,
+def time_chain(v, model: AtheViT, arts: dict, fmt: str, x: np.ndarray, warmup: int,
                repeat: int) -> dict[str, list[float]]:
     """Latency samples (ms, 1 thread) of every stage of the chain and, per stage that keeps
     tokens, of runtime selection (``<stage>:select``) + the stage without it
@@ -232,8 +240,10 @@ def time_chain(v, model: torch.nn.Module, arts: dict, fmt: str, x: np.ndarray, w
         for st, info in stages:
             args = [feed[n] for n in info["inputs"]]
             if st.name in bare:  # the runtime path, fed the same tokens and scores
+                k, fuse = keep[st.name]
+                assert k is not None  # a runtime-select artifact exists only for stages that keep tokens
                 t0 = time.perf_counter()
-                kept = select_numpy(feed["tokens"], feed["scores"], *keep[st.name])
+                kept = select_numpy(feed["tokens"], feed["scores"], k, fuse)
                 t1 = time.perf_counter()
                 outs_bare = bare[st.name].run_many([kept])
                 t2 = time.perf_counter()
