@@ -946,6 +946,9 @@ export class Dispatcher {
     const compile = async (file, owner) => {
       const url = new URL(file.path, base);
       const r = await fetchImpl(url);
+      if (!r.ok && r.status === 404 && owner.startsWith('stage')) {
+        throw new BundleError(`${owner}: ${file.path} HTTP 404: this server does not serve the bundle's stage artifacts (an 'athe demo serve' that routes levels and router only?); serve it with 'python android_demo/web/tests/serve_stages.py --bundle DIR', or check the bundle folder`);
+      }
       if (!r.ok) throw new BundleError(`${owner}: ${file.path} HTTP ${r.status}; the bundle folder is incomplete: re-run 'athe convert'`);
       const bytes = new Uint8Array(await r.arrayBuffer());
       if (file.bytes !== undefined && bytes.length !== file.bytes) {
