@@ -21,8 +21,10 @@ import org.athe.core.Prediction
 import org.athe.demo.databinding.ActivityMainBinding
 
 /**
- * One screen: pick or shoot a photo, see the label, its probability, the level the router chose,
- * the router's scores, the latency of each stage and a short history; switch LiteRT / ExecuTorch.
+ * One screen: pick or shoot a photo, see the label, its probability, the exit that answered (the
+ * bundle's default policy for a bundle with stages: `exit`) with every gate score against its
+ * threshold, or the level the router chose with its scores; the latency of each step and stage, the
+ * share of images that exited early, and a short history; switch LiteRT / ExecuTorch.
  */
 class MainActivity : AppCompatActivity() {
     private lateinit var ui: ActivityMainBinding
@@ -34,6 +36,8 @@ class MainActivity : AppCompatActivity() {
     private var backend = Backend.LITERT
     @Volatile private var dispatcher: Dispatcher? = null
     private val history = ArrayDeque<String>()
+    private var exits = 0
+    private var early = 0
     private var cameraUri: Uri? = null
 
     private val pickPhoto = registerForActivityResult(ActivityResultContracts.PickVisualMedia()) { uri ->
@@ -96,10 +100,12 @@ class MainActivity : AppCompatActivity() {
                     bundleDir = dir
                     val bundle = org.athe.core.Bundle.open(dir, backend.format)
                     val manifest = bundle.manifest()
-                    val policy = if (manifest.router() != null) "router" else "fixed:" + manifest.levelNames().last()
+                    val policy = manifest.defaultPolicy() // exit for bundles with stages, else router
                     val shape = org.athe.core.Preprocessor(manifest.input()).outputShape()
-                    val d = Dispatcher.open(bundle, backend.loader(shape), policy)
+                    val d = Dispatcher.open(bundle, backend.loader(manifest, shape), policy)
                     dispatcher = d
+                    exits = 0
+                    early = 0
                     describe(d, policy)
                 } catch (e: Exception) {
                     "Cannot use the bundle with ${backend.label}: ${e.message ?: e.javaClass.simpleName}"
@@ -113,9 +119,12 @@ class MainActivity : AppCompatActivity() {
     private fun describe(d: Dispatcher, policy: String): String {
         val m = d.manifest()
         val loads = d.loads().joinToString(", ") { String.format(Locale.ROOT, "%s %.0f ms", it.owner(), it.seconds() * 1e3) }
-        val ths = d.thresholds().entries.joinToString(", ") { (k, v) -> String.format(Locale.ROOT, "%s≥%.2f", k, v) }
-        return "${m.variant()} · ${backend.label} (.${backend.format}) · levels ${m.levelNames().joinToString(" < ")}\n" +
-            "policy $policy" + (if (ths.isNotEmpty()) " · thresholds $ths" else "") +
+        val chain = d.policy().chain()
+        val ths = (if (chain) d.exitThresholds() else d.thresholds()).entries
+            .joinToString(", ") { (k, v) -> String.format(Locale.ROOT, "%s≥%.2f", k, v) }
+        val chainText = if (m.stages().isEmpty()) "" else " · exits ${m.stageNames().joinToString(" → ")}"
+        return "${m.variant()} · ${backend.label} (.${backend.format}) · levels ${m.levelNames().joinToString(" < ")}" +
+            "$chainText\npolicy $policy" + (if (ths.isNotEmpty()) " · thresholds $ths" else "") +
             "\ninput ${m.input().cropSize()}×${m.input().cropSize()} ${m.input().interpolation()} · load: $loads"
     }
 
@@ -143,15 +152,37 @@ class MainActivity : AppCompatActivity() {
 
     private fun show(p: Prediction, photo: DecodedPhoto) {
         ui.result.text = String.format(Locale.ROOT, "%s  %.1f%%", p.labelName(), p.probability() * 100)
-        val scores = if (p.routerScores().isEmpty()) "router: not run (fixed level)"
+        val d = dispatcher
+        val m = d?.manifest()
+        val why = if (p.exit() != null && d != null && m != null) {
+            // every stage that ran: its gate score against its threshold (the last always answers)
+            m.stageNames().filter { it in p.stageMs() }.joinToString("\n") { name ->
+                val score = p.gateScores()[name]
+                val th = d.exitThresholds()[name]
+                when {
+                    score != null && th != null -> String.format(Locale.ROOT, "gate %s %.3f %s %.3f", name, score,
+                        if (score >= th) "≥" else "<", th)
+                    name == m.stageNames().last() -> "gate $name: the last stage always answers"
+                    else -> "gate $name: not asked (${d.policy().text()})"
+                }
+            }
+        } else if (p.routerScores().isEmpty()) "router: not run (fixed level)"
         else "router: " + p.routerScores().entries.joinToString("  ") { (k, v) -> String.format(Locale.ROOT, "%s %.3f", k, v) }
-        val stages = Prediction.STAGES.joinToString("  ") { s ->
-            String.format(Locale.ROOT, "%s %.1f", s, p.timingsMs()[s] ?: 0.0)
+        val steps = Prediction.STAGES.joinToString("  ") { s ->
+            String.format(Locale.ROOT, "%s %.1f", if (s == "route" && p.exit() != null) "gates" else s, p.timingsMs()[s] ?: 0.0)
         }
-        ui.details.text = "level: ${p.level()} (${backend.label})\n$scores\nms: $stages\n" +
-            "image ${photo.width}×${photo.height}"
+        val stageMs = p.stageMs().entries.joinToString("  ") { (k, v) -> String.format(Locale.ROOT, "%s %.1f", k, v) }
+        if (p.exit() != null && m != null) {
+            exits++
+            if (p.exitedEarly(m)) early++
+        }
+        val share = if (exits > 0) String.format(Locale.ROOT, "\nexited early: %d of %d (%.0f%%)", early, exits,
+            100.0 * early / exits) else ""
+        val answered = if (p.exit() != null) "exit ${p.exit()}" else "level ${p.level()}"
+        ui.details.text = "$answered (${backend.label})\n$why\nms: $steps" +
+            (if (stageMs.isNotEmpty()) "\nstages ms: $stageMs" else "") + share + "\nimage ${photo.width}×${photo.height}"
         history.addFirst(String.format(Locale.ROOT, "%-12s %5.1f%%  %-8s %-10s %6.1f ms",
-            p.labelName(), p.probability() * 100, p.level(), backend.label, p.timingsMs()["total"] ?: 0.0))
+            p.labelName(), p.probability() * 100, answered, backend.label, p.timingsMs()["total"] ?: 0.0))
         while (history.size > HISTORY) history.removeLast()
         ui.history.text = history.joinToString("\n")
     }
