@@ -187,7 +187,7 @@ class Calibration:
 
 def calibrate(scores: np.ndarray, correct: np.ndarray, option_names: Sequence[str],
               costs: Sequence[float] | np.ndarray, delta: float = 1.0, budget: float | None = None,
-              grid: int = 41) -> Calibration:
+              grid: int = 41, confidence_z: float = 0.0) -> Calibration:
     """Choose thresholds (exhaustive over every option's score quantiles).
 
     Args:
@@ -199,6 +199,10 @@ def calibrate(scores: np.ndarray, correct: np.ndarray, option_names: Sequence[st
             the cheapest thresholds whose accuracy is ``>= reference - delta``.
         budget: if set, the most accurate thresholds whose mean cost is ``<= budget``.
         grid: candidate thresholds per option.
+        confidence_z: with ``delta``, require the accuracy loss to stay within ``delta`` by
+            ``confidence_z`` standard errors of the per-image paired difference (e.g. 1.645: a
+            one-sided 95 % bound), so thresholds that meet the target only by the calibration
+            set's luck are not chosen. 0 (default): the plain point estimate.
 
     Ties are broken by the first thresholds in ``threshold_sweep`` order. When nothing meets the
     target, every image goes to the last option and ``met`` is False.
@@ -213,7 +217,14 @@ def calibrate(scores: np.ndarray, correct: np.ndarray, option_names: Sequence[st
     best: tuple | None = None
     for ths, choice in threshold_sweep(scores, grid):
         acc, mean_cost = route_outcome(correct, cost, choice)
-        ok = mean_cost <= budget if budget is not None else acc >= ref_acc - delta - 1e-9
+        if budget is not None:
+            ok = mean_cost <= budget
+        else:
+            ok = acc >= ref_acc - delta - 1e-9
+            if ok and confidence_z > 0:
+                d = correct[np.arange(n), choice].astype(np.float64) - correct[:, -1]
+                se = 100.0 * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else 0.0
+                ok = (acc - ref_acc) - confidence_z * se >= -delta - 1e-9  # loss's upper bound <= delta
         if not ok:
             continue
         key = (-acc, mean_cost) if budget is not None else (mean_cost, -acc)

@@ -68,3 +68,18 @@ def test_compiled_gate_equals_gate_score():
         fast = CompiledGate(gate)
         got = [fast.score(logits[i], cls[i]) for i in range(50)]
         assert np.allclose(got, ref, atol=1e-12)
+
+
+def test_confidence_margin_rejects_thresholds_that_meet_delta_only_by_luck():
+    """Exit 0 is wrong on 1 of 100 images where the last exit is right (loss 1.0 pt = delta):
+    the point estimate takes exit 0 for all; with z = 1.645 the loss's upper bound (1 + 1.645 *
+    SE) exceeds delta, so the image with the low score goes on."""
+    n = 100
+    correct = np.ones((n, 2), bool)
+    correct[0, 0] = False
+    scores = np.ones((n, 2))
+    scores[0, 0] = 0.1  # the wrong image has the lowest gate score
+    plain = calibrate(scores, correct, ["s1", "s2"], costs=[1, 2], delta=1.0, grid=101)
+    assert plain.routed_fraction["s1"] == 1.0 and plain.accuracy == 99.0
+    safe = calibrate(scores, correct, ["s1", "s2"], costs=[1, 2], delta=1.0, grid=101, confidence_z=1.645)
+    assert safe.routed_fraction["s1"] == pytest.approx(0.99) and safe.accuracy == 100.0

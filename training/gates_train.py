@@ -84,7 +84,7 @@ def train_exit_gates(model: AtheViT, x_gate: torch.Tensor, y_gate: np.ndarray,
                      x_calib: torch.Tensor, y_calib: np.ndarray,
                      x_test: torch.Tensor, y_test: np.ndarray,
                      stage_costs: Sequence[float], delta: float = 1.0,
-                     budget: float | None = None) -> dict:
+                     budget: float | None = None, confidence_z: float = 1.645) -> dict:
     """Fit the gates, calibrate both gate kinds on ``calib``, pick one, report on ``test``.
 
     Returns:
@@ -101,14 +101,15 @@ def train_exit_gates(model: AtheViT, x_gate: torch.Tensor, y_gate: np.ndarray,
              "max_softmax": {n: GateSpec(kind="max_softmax") for n in names[:-1]}}
     costs = exit_costs(stage_costs)
     c_c, c_t = correct_matrix(lg_c, y_calib), correct_matrix(lg_t, y_test)
-    report: dict = {"exit_accuracy_test": {n: float(100 * c_t[:, i].mean()) for i, n in enumerate(names)},
+    report: dict = {"target": {"delta": delta, "budget": budget, "confidence_z": confidence_z},
+                    "exit_accuracy_test": {n: float(100 * c_t[:, i].mean()) for i, n in enumerate(names)},
                     "exit_accuracy_calib": {n: float(100 * c_c[:, i].mean()) for i, n in enumerate(names)},
                     "oracle_accuracy_test": float(100 * c_t.any(1).mean()),
                     "exit_costs": dict(zip(names, costs, strict=True)), "kinds": {}}
     for kind, gates in kinds.items():
         s_c = score_matrix(gates, lg_c, cls_c, names)
         s_t = score_matrix(gates, lg_t, cls_t, names)
-        cal = calibrate(s_c, c_c, names, costs, delta=delta, budget=budget)
+        cal = calibrate(s_c, c_c, names, costs, delta=delta, budget=budget, confidence_z=confidence_z)
         # Report what the bundle will do: the thresholds as the manifest stores them.
         ths = [gate_threshold(cal.thresholds[n]) for n in names[:-1]]
         choice = route(s_t, ths)
@@ -130,3 +131,56 @@ def train_exit_gates(model: AtheViT, x_gate: torch.Tensor, y_gate: np.ndarray,
     report["shipped"] = best
     return {"gates": {n: dataclasses.asdict(g) for n, g in kinds[best].items()},
             "thresholds": report["kinds"][best]["thresholds"], "kind": best, "report": report}
+
+
+def recalibrate_checkpoint(run_dir: str, delta: float = 1.0, confidence_z: float = 1.645) -> dict:
+    """Refit the exit gates and thresholds of a run's ``athe-checkpoint.pt`` in place (the router
+    and backbone stay): ``python -m athe.training.gates_train RUN [--delta D] [--z Z]``."""
+    import json
+    from pathlib import Path
+
+    from athe.training.data import load_imageset
+    from athe.training.model import load_model
+    from athe.training.transforms import eval_tensor
+    from athe.variants import get_variant
+
+    run = Path(run_dir)
+    ckpt = run / "athe-checkpoint.pt"
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    variant = get_variant(blob["variant"])
+    model = load_model(variant, ckpt).eval()
+    split = json.loads((run / "split.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    images = load_imageset(cfg["data"], cfg.get("dataset", "auto"))
+    sets = []
+    for key in ("router", "calib", "test"):
+        idx = np.asarray(split[key])
+        sets += [eval_tensor(images, variant.preprocess, idx), images.labels[idx]]
+    exits = train_exit_gates(model, *sets, variant.stage_macs(), delta=delta, confidence_z=confidence_z)
+    blob["gates"], blob["exit_thresholds"] = exits["gates"], exits["thresholds"]
+    blob["calibration"] = {**(blob.get("calibration") or {}), "exits": exits["report"]}
+    rep = exits["report"]
+    card = blob.get("card") or {}
+    card["exits"] = {"shipped_gate": exits["kind"], "thresholds": exits["thresholds"],
+                     "target": rep["target"], "exit_accuracy_test": rep["exit_accuracy_test"],
+                     "oracle_accuracy_test": rep["oracle_accuracy_test"],
+                     **{f"{k}_test": v["test"] for k, v in rep["kinds"].items()},
+                     **{f"{k}_auroc_test": v["auroc_test"] for k, v in rep["kinds"].items()}}
+    blob["card"] = card
+    tmp = ckpt.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(ckpt)
+    (run / "card.json").write_text(json.dumps(card, indent=2))
+    return card["exits"]
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="Refit a run's exit gates and thresholds")
+    ap.add_argument("run")
+    ap.add_argument("--delta", type=float, default=1.0)
+    ap.add_argument("--z", type=float, default=1.645)
+    a = ap.parse_args()
+    print(json.dumps(recalibrate_checkpoint(a.run, a.delta, a.z), indent=2))
