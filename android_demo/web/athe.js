@@ -657,6 +657,14 @@ export function gateScore(spec, logits, cls = null) {
   return compileGate(spec).score(logits, cls);
 }
 
+/** _finite_output of the Python dispatcher: a NaN or inf never becomes an answer. */
+export function finiteOutput(values, owner) {
+  if (!values || values.length === 0 || !Array.prototype.every.call(values, Number.isFinite)) {
+    throw new BundleError(`${owner} artifact returned NaN/inf (or no) values; the artifact or its input is broken: re-convert the bundle`);
+  }
+  return values;
+}
+
 /**
  * The exit chain (Dispatcher._run_chain): run stage 1 on the image, feed each stage the tensors its
  * manifest ``inputs`` names from the previous stage's outputs; after every stage but the last score
@@ -685,7 +693,7 @@ export async function runChain(stages, runStage, x, {stopAt = null, thresholds, 
       throw new BundleError(`stage artifact gave ${outs.length} outputs, the manifest names ${py(st.outputs)}; re-convert the bundle`);
     }
     const named = Object.fromEntries(st.outputs.map((n, j) => [n, outs[j]]));
-    const logits = named.logits;
+    const logits = finiteOutput(named.logits, `stage ${st.name}`);
     if (i === stages.length - 1 || st.name === stopAt) return {exit: st.name, logits, stageMs, gateScores, gateMs, ran};
     if (stopAt === null) {
       const t1 = now();
@@ -698,7 +706,13 @@ export async function runChain(stages, runStage, x, {stopAt = null, thresholds, 
         if (!Number.isInteger(width)) throw new BundleError(`stage ${st.name} gave ${tokens.length} token values, not ${st.tokens} tokens; re-convert the bundle`);
         cls = tokens.subarray ? tokens.subarray(0, width) : tokens.slice(0, width);  // tokens[0, 0]: the CLS token
       }
-      const score = g.score(logits, cls);
+      let score;
+      try {
+        score = g.score(logits, cls);
+      } catch (err) {  // a CLS token of another width than the gate's weights
+        throw new BundleError(`stage ${st.name}'s exit gate does not fit its outputs (${err.message}); re-convert the bundle`);
+      }
+      if (!Number.isFinite(score)) throw new BundleError(`stage ${st.name}'s exit gate scored NaN/inf; re-convert the bundle`);
       gateScores[st.name] = score;
       const done = score >= thresholds[st.name];
       gateMs += now() - t1;
@@ -1056,6 +1070,10 @@ export class Dispatcher {
     const m = this.manifest;
     const p = parsePolicy(policy, m.levelNames, m.stageNames);
     const labels = m.labels;
+    const size = this.inputShape().reduce((a, b) => a * b, 1);
+    if (x.length !== size) throw new BundleError(`input tensor must be float32 (${this.inputShape().join(', ')}) (the preprocessed image), got ${x.length} values`);
+    const nonFinite = Array.prototype.reduce.call(x, (n, v) => n + (Number.isFinite(v) ? 0 : 1), 0);
+    if (nonFinite) throw new BundleError(`input tensor has ${nonFinite} NaN/inf value(s) of ${x.length}; refusing to predict on it`);
     if (p.kind === 'exit' || p.kind === 'fixed-exit') {
       const chain = await runChain(m.stages, (st, inputs) => this.runMany(this.stages[st.name], inputs), x,
         {stopAt: p.stage, thresholds: this.exitThresholds, gates: this.gates});
@@ -1072,14 +1090,14 @@ export class Dispatcher {
     const t0 = performance.now();
     if (p.kind === 'router') {
       if (!this.router) throw new BundleError(`this bundle has no router; policies: ${m.stageNames.length ? 'exit, exit:<stage>, ' : ''}fixed:<level>`);
-      const raw = await this.run(this.router, x);
+      const raw = finiteOutput(await this.run(this.router, x), 'router');
       scores = Object.fromEntries(names.map((n, i) => [n, raw[i]]));
       level = chooseLevel(scores, names, this.thresholds);
     } else {
       level = p.level;
     }
     const t1 = performance.now();
-    const logits = await this.run(this.models[level], x);
+    const logits = finiteOutput(await this.run(this.models[level], x), `level ${level}`);
     const t2 = performance.now();
     const {index, probability} = softmaxTop1(logits);
     timings.route = t1 - t0;

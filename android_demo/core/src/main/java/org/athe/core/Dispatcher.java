@@ -244,6 +244,14 @@ public final class Dispatcher implements AutoCloseable {
     }
 
     private Prediction dispatch(float[] x, long start, double decodeMs, double preprocessMs) throws Exception {
+        int bad = 0;
+        for (float v : x) {
+            bad += Float.isFinite(v) ? 0 : 1;
+        }
+        if (bad > 0) {
+            throw new DispatchException("input tensor has " + bad + " NaN/inf value(s) of " + x.length
+                    + "; refusing to predict on it");
+        }
         if (policy.chain()) {
             ExitChain.Result r = ExitChain.run(manifest.stages(), (st, inputs) -> stages.get(st.name()).runMany(inputs),
                     x, policy.stage(), exitThresholds, gates);
@@ -261,7 +269,7 @@ public final class Dispatcher implements AutoCloseable {
         if ("fixed".equals(policy.kind())) {
             level = policy.level();
         } else {
-            float[] raw = router.run(x);
+            float[] raw = ExitChain.finiteOutput(router.run(x), "router");
             if (raw.length != names.size()) {
                 throw new DispatchException("router artifact has " + raw.length + " outputs but the bundle has "
                         + names.size() + " levels; re-convert the bundle");
@@ -274,7 +282,7 @@ public final class Dispatcher implements AutoCloseable {
             level = DispatchRule.chooseLevel(widened, names, thresholds);
         }
         long routed = System.nanoTime();
-        float[] logits = levels.get(level).run(x);
+        float[] logits = ExitChain.finiteOutput(levels.get(level).run(x), "level " + level);
         long inferred = System.nanoTime();
         return prediction(logits, level, Collections.unmodifiableMap(scores), timings(decodeMs, preprocessMs,
                 (routed - t0) / 1e6, (inferred - routed) / 1e6, start), null, Collections.emptyMap(),

@@ -73,11 +73,7 @@ public final class ExitChain {
             for (int j = 0; j < outs.length; j++) {
                 named.put(st.outputs().get(j), outs[j]);
             }
-            float[] logits = named.get("logits");
-            if (logits == null) {
-                throw new DispatchException("stage " + st.name() + " gives no logits " + Py.repr(st.outputs())
-                        + "; re-convert the bundle");
-            }
+            float[] logits = finiteOutput(named.get("logits"), "stage " + st.name());
             if (i == stages.size() - 1 || st.name().equals(stopAt)) {
                 return result(st.name(), logits, stageMs, gateScores, gateMs, ran);
             }
@@ -96,7 +92,16 @@ public final class ExitChain {
                     }
                     cls = Arrays.copyOfRange(tokens, 0, tokens.length / st.tokens()); // tokens[0, 0]: the CLS token
                 }
-                double score = gate.score(logits, cls);
+                double score;
+                try {
+                    score = gate.score(logits, cls);
+                } catch (DispatchException e) { // a CLS token of another width than the gate's weights
+                    throw new DispatchException("stage " + st.name() + "'s exit gate does not fit its outputs ("
+                            + e.getMessage() + "); re-convert the bundle");
+                }
+                if (!Double.isFinite(score)) {
+                    throw new DispatchException("stage " + st.name() + "'s exit gate scored NaN/inf; re-convert the bundle");
+                }
                 gateScores.put(st.name(), score);
                 boolean done = score >= thresholds.get(st.name());
                 gateMs += (System.nanoTime() - t1) / 1e6;
@@ -107,6 +112,19 @@ public final class ExitChain {
             feed = named;
         }
         throw new IllegalStateException("unreachable: the last stage always answers");
+    }
+
+    /** {@code _finite_output} of the Python dispatcher: a NaN or inf never becomes an answer. */
+    public static float[] finiteOutput(float[] values, String owner) {
+        boolean ok = values != null && values.length > 0;
+        for (int i = 0; ok && i < values.length; i++) {
+            ok = Float.isFinite(values[i]);
+        }
+        if (!ok) {
+            throw new DispatchException(owner + " artifact returned NaN/inf (or no) values; the artifact or its input "
+                    + "is broken: re-convert the bundle");
+        }
+        return values;
     }
 
     private static Result result(String exit, float[] logits, Map<String, Double> stageMs,

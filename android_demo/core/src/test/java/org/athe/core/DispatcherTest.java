@@ -317,6 +317,47 @@ public class DispatcherTest {
     }
 
     @Test
+    public void nonFiniteInputsOutputsAndGateScoresAreRefusedAsInPython() throws Exception {
+        float[] x = new float[3072];
+        x[7] = Float.NaN;
+        String[][] cases = {
+            {"exit", "input tensor has 1 NaN/inf value(s) of 3072; refusing to predict on it"},
+        };
+        try {
+            new Dispatcher(manifest, null, levels(), stages(), cases[0][0], null).predictTensor(x);
+            fail("predicted on NaN");
+        } catch (DispatchException e) {
+            assertEquals(cases[0][1], e.getMessage());
+        }
+        Map<String, Model> st = stages(new float[] {0f, Float.POSITIVE_INFINITY, 0f}, new float[3], new float[3]);
+        try {
+            new Dispatcher(manifest, null, levels(), st, "exit", null).predictTensor(new float[3072]);
+            fail("answered with inf logits");
+        } catch (DispatchException e) {
+            assertEquals("stage s1 artifact returned NaN/inf (or no) values; the artifact or its input is broken: "
+                    + "re-convert the bundle", e.getMessage());
+        }
+        Map<String, Model> lv = levels();
+        lv.put("dense", new FakeModel("dense", new float[] {Float.NaN, 0f, 0f}, calls));
+        try {
+            new Dispatcher(manifest, null, lv, stages(), "fixed:dense", null).predictTensor(new float[3072]);
+            fail("answered with NaN logits");
+        } catch (DispatchException e) {
+            assertTrue(e.getMessage(), e.getMessage().startsWith("level dense artifact returned NaN/inf"));
+        }
+        // a CLS token of another width than s1's logistic gate reads (4 values)
+        Map<String, Model> wide = stages();
+        wide.put("s1", new FakeStage("s1", calls, new float[25], new float[4], new float[3]));
+        try {
+            new Dispatcher(manifest, null, levels(), wide, "exit", null).predictTensor(new float[3072]);
+            fail("scored a CLS token of the wrong width");
+        } catch (DispatchException e) {
+            assertEquals("stage s1's exit gate does not fit its outputs (the gate reads 4 CLS values but the stage's "
+                    + "CLS token has 5; re-convert the bundle); re-convert the bundle", e.getMessage());
+        }
+    }
+
+    @Test
     public void aMissingStageModelAndAStageWithoutRunManyAreRefused() throws Exception {
         Map<String, Model> st = stages();
         st.remove("s2");
