@@ -78,7 +78,7 @@ def _routes(web_dir: Path, bundle_dir: Path) -> dict[str, Path]:
         routes[f"/vendor/litertjs/wasm/{f.name}"] = f
     bundle = Bundle.open(bundle_dir)
     routes["/bundle/manifest.json"] = bundle_dir / "manifest.json"
-    owners = [lv.files for lv in bundle.manifest.levels]
+    owners = [lv.files for lv in bundle.manifest.levels] + [st.files for st in bundle.manifest.stages]
     if bundle.manifest.router is not None:
         owners.append(bundle.manifest.router.files)
     for files in owners:
