@@ -152,11 +152,13 @@ def recalibrate_checkpoint(run_dir: str, delta: float = 1.0, confidence_z: float
     split = json.loads((run / "split.json").read_text())
     cfg = json.loads((run / "config.json").read_text())
     images = load_imageset(cfg["data"], cfg.get("dataset", "auto"))
-    sets = []
-    for key in ("router", "calib", "test"):
+    def part(key: str) -> tuple[torch.Tensor, np.ndarray]:
         idx = np.asarray(split[key])
-        sets += [eval_tensor(images, variant.preprocess, idx), images.labels[idx]]
-    exits = train_exit_gates(model, *sets, variant.stage_macs(), delta=delta, confidence_z=confidence_z)
+        return eval_tensor(images, variant.preprocess, idx), images.labels[idx]
+
+    (x_g, y_g), (x_c, y_c), (x_t, y_t) = part("router"), part("calib"), part("test")
+    exits = train_exit_gates(model, x_g, y_g, x_c, y_c, x_t, y_t, variant.stage_macs(),
+                             delta=delta, confidence_z=confidence_z)
     blob["gates"], blob["exit_thresholds"] = exits["gates"], exits["thresholds"]
     blob["calibration"] = {**(blob.get("calibration") or {}), "exits": exits["report"]}
     rep = exits["report"]
