@@ -354,7 +354,10 @@ def demo(ctx: click.Context, bundle_dir: str, threads: int, data: str | None, do
             click.echo(line)
         if source is None:
             click.echo("  accuracies: pass --data PATH (labelled images) or --download to measure both")
-    click.echo(f"\nNext: athe run {bundle} --input PATH; phone demo: make demo-web")
+    nxt = f"Next: athe run {bundle} --input PATH; phone demo: make demo-web"
+    if len(nxt) > 80:  # a long bundle path: keep the advice within an 80-column terminal
+        nxt = f"Next: athe run BUNDLE --input PATH; phone demo: make demo-web\n  BUNDLE: {bundle}"
+    click.echo("\n" + nxt)
 
 
 @demo.command("serve")

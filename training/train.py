@@ -386,8 +386,11 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
         start_epoch, step = state["epoch"], state["step"]
     ddp_model: torch.nn.Module = model
     if world > 1:
+        # Each step runs several forwards (the exit chain, then cheap levels) and a cheap level
+        # does not touch the exit heads: DDP must allow parameters unused by one forward.
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
     train_model = torch.compile(ddp_model) if cfg.compile else ddp_model
     amp, amp_dtype = resolve_precision(cfg.precision, device)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
