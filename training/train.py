@@ -147,7 +147,7 @@ def level_losses(model: AtheViT, variant: Variant, x: torch.Tensor, y: torch.Ten
                  cfg: TrainConfig, step: int,
                  amp: tuple[str, torch.dtype, bool] = ("cpu", torch.bfloat16, False)
                  ) -> dict[str, torch.Tensor]:
-    """One step's losses; backward is done per forward (frees activations early).
+    """One step's losses, with one backward over their sum.
 
     ``y`` is a probability target ``[batch, classes]`` (label smoothing and mixing applied).
     With stages, the chain runs once: its last exit is trained on ``y`` and every earlier exit
@@ -184,13 +184,15 @@ def level_losses(model: AtheViT, variant: Variant, x: torch.Tensor, y: torch.Ten
             dense_logits = model(x, level=dense)
             loss = soft_ce(dense_logits, y)
             losses[dense.name] = loss.detach()
-    loss.backward()
     teacher = dense_logits.detach().float().softmax(-1)
     for lv in cheap_levels_for_step(list(variant.levels[:-1]), step, cfg.cheap_levels_per_step):
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
             kd = soft_ce(model(x, level=lv), teacher)
-        (cfg.distill_weight * kd).backward()
+        loss = loss + cfg.distill_weight * kd
         losses[lv.name] = kd.detach()
+    # One backward per step: under DDP every parameter (the exit heads too) is then reduced
+    # exactly once, although a cheap level's forward does not touch the exit heads.
+    loss.backward()
     return losses
 
 
@@ -386,11 +388,8 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
         start_epoch, step = state["epoch"], state["step"]
     ddp_model: torch.nn.Module = model
     if world > 1:
-        # Each step runs several forwards (the exit chain, then cheap levels) and a cheap level
-        # does not touch the exit heads: DDP must allow parameters unused by one forward.
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     train_model = torch.compile(ddp_model) if cfg.compile else ddp_model
     amp, amp_dtype = resolve_precision(cfg.precision, device)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
