@@ -233,6 +233,18 @@ def _finite_output(out: Any, owner: str) -> np.ndarray:
     return arr
 
 
+def _merged(base: dict[str, float], override: dict[str, float] | None, allowed: Sequence[str],
+            only: str, fallback: str) -> dict[str, float]:
+    """``base`` with ``override`` merged in; every key must be in ``allowed``, every value a
+    threshold (``check_threshold``)."""
+    merged = dict(base)
+    for name, value in (override or {}).items():
+        if name not in allowed:
+            raise DispatchError(f"threshold for {name!r}: {only}: {', '.join(allowed)} ({fallback})")
+        merged[name] = check_threshold(name, value)
+    return merged
+
+
 def run_named(model: Any, inputs: Sequence[str], outputs: Sequence[str],
               feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a stage artifact on the named tensors of ``feed``; its outputs by name."""
@@ -425,32 +437,18 @@ class Dispatcher:
 
     # -- setup -------------------------------------------------------------------------------
     def _merge_exit_thresholds(self, override: dict[str, float] | None) -> dict[str, float]:
-        merged = self.bundle.manifest.exit_thresholds()
-        if override is None:
-            return merged
-        if self.policy.kind != "exit":
+        if override is not None and self.policy.kind != "exit":
             raise DispatchError(f"thresholds only apply to the exit and router policies, not {self.policy.text!r}")
-        allowed = self.stage_names[:-1]
-        for name, value in override.items():
-            if name not in allowed:
-                raise DispatchError(f"threshold for {name!r}: only these stages have exit thresholds: "
-                                    f"{', '.join(allowed)} (the last stage always answers)")
-            merged[name] = check_threshold(name, value)
-        return merged
+        return _merged(self.bundle.manifest.exit_thresholds(), override, self.stage_names[:-1],
+                       "only these stages have exit thresholds", "the last stage always answers")
 
     def _merge_thresholds(self, override: dict[str, float] | None) -> dict[str, float]:
-        merged = self.bundle.thresholds
         if override is None or self.policy.kind in ("exit", "fixed-exit"):
-            return merged
+            return self.bundle.thresholds
         if self.policy.kind != "router":
             raise DispatchError(f"thresholds only apply to the router policy, not {self.policy.text!r}")
-        allowed = self.level_names[:-1]
-        for name, value in override.items():
-            if name not in allowed:
-                raise DispatchError(f"threshold for {name!r}: only these levels have thresholds: "
-                                    f"{', '.join(allowed)} (the richest level is the fallback)")
-            merged[name] = check_threshold(name, value)
-        return merged
+        return _merged(self.bundle.thresholds, override, self.level_names[:-1],
+                       "only these levels have thresholds", "the richest level is the fallback")
 
     def _load(self, owner: str) -> LoadedModel:
         path = self.bundle.artifact_path(owner, self.format)
@@ -577,17 +575,10 @@ class Dispatcher:
         target = self._target(label)
         if self.policy.kind in ("exit", "fixed-exit"):
             exit_name, exit_logits, stage_ms, gates, gate_ms = self._run_chain(x, self.policy.stage)
-            infer_ms = sum(stage_ms.values())
-            index = int(np.argmax(exit_logits))
-            z = exit_logits.astype(np.float64) - float(exit_logits.max())
-            labels = self.bundle.labels
-            timings.update(route=gate_ms, infer=infer_ms, total=(time.perf_counter() - start) * 1e3)
-            return Prediction(
-                label=index, label_name=labels[index] if index < len(labels) else str(index),
-                probability=float(1.0 / np.exp(z).sum()), level=exit_name, router_scores={},
-                logits=exit_logits, timings_ms=timings, target=target, exit=exit_name,
-                stage_ms=stage_ms, gate_scores=gates,
-            )
+            timings.update(route=gate_ms, infer=sum(stage_ms.values()),
+                           total=(time.perf_counter() - start) * 1e3)
+            return self._answer(exit_logits, exit_name, {}, timings, target,
+                                exit=exit_name, stage_ms=stage_ms, gate_scores=gates)
         scores: dict[str, float] = {}
         logits: np.ndarray | None = None
         infer_ms = 0.0
@@ -619,15 +610,20 @@ class Dispatcher:
             t_run = time.perf_counter()
             logits = _finite_output(self.levels[level].run(x), f"level {level}").reshape(-1)
             infer_ms = (time.perf_counter() - t_run) * 1e3
+        timings.update(route=route_ms, infer=infer_ms, total=(time.perf_counter() - start) * 1e3)
+        return self._answer(logits, level, scores, timings, target)
+
+    def _answer(self, logits: np.ndarray, level: str, scores: dict[str, float],
+                timings: dict[str, float], target: int | None, **chain: Any) -> Prediction:
+        """The ``Prediction`` of ``logits`` (top-1, its name and softmax probability)."""
         index = int(np.argmax(logits))
         z = logits.astype(np.float64) - float(logits.max())
-        probability = float(1.0 / np.exp(z).sum())  # softmax at the argmax: exp(0) / sum
         labels = self.bundle.labels
-        timings.update(route=route_ms, infer=infer_ms, total=(time.perf_counter() - start) * 1e3)
         return Prediction(
             label=index, label_name=labels[index] if index < len(labels) else str(index),
-            probability=probability, level=level, router_scores=scores, logits=logits,
-            timings_ms=timings, target=target,
+            probability=float(1.0 / np.exp(z).sum()),  # softmax at the argmax: exp(0) / sum
+            level=level, router_scores=scores, logits=logits, timings_ms=timings, target=target,
+            **chain,
         )
 
     def _target(self, label: int | str | None) -> int | None:

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -30,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from athe.runtime import readers  # one reader per input kind for training, runner, eval, benchmark
+from athe.runtime.manifest import sha256_file
 from athe.runtime.preprocess import to_rgb as _to_rgb  # one RGB rule for training and runtime
 
 _logger = logging.getLogger(__name__)
@@ -112,19 +112,10 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("ATHE_CACHE", Path.home() / ".cache" / "athe"))
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_key(path: Path) -> str:
     """The cache key of an archive: its content's sha256 (a changed archive is never served
     from a stale cache, a copied or touched one still is)."""
-    return file_sha256(path)[:16]
+    return sha256_file(path)[:16]
 
 
 def load_imagefolder(path: str | Path, *, cache: bool = True) -> ImageSet:

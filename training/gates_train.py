@@ -133,6 +133,16 @@ def train_exit_gates(model: AtheViT, x_gate: torch.Tensor, y_gate: np.ndarray,
             "thresholds": report["kinds"][best]["thresholds"], "kind": best, "report": report}
 
 
+def exit_card(exits: dict) -> dict:
+    """The model card's ``exits`` entry from ``train_exit_gates``'s result."""
+    rep = exits["report"]
+    return {"shipped_gate": exits["kind"], "thresholds": exits["thresholds"],
+            "target": rep["target"], "exit_accuracy_test": rep["exit_accuracy_test"],
+            "oracle_accuracy_test": rep["oracle_accuracy_test"],
+            **{f"{k}_test": v["test"] for k, v in rep["kinds"].items()},
+            **{f"{k}_auroc_test": v["auroc_test"] for k, v in rep["kinds"].items()}}
+
+
 def recalibrate_checkpoint(run_dir: str, delta: float = 1.0, confidence_z: float = 1.645) -> dict:
     """Refit the exit gates and thresholds of a run's ``athe-checkpoint.pt`` in place (the router
     and backbone stay): ``python -m athe.training.gates_train RUN [--delta D] [--z Z]``."""
@@ -161,13 +171,8 @@ def recalibrate_checkpoint(run_dir: str, delta: float = 1.0, confidence_z: float
                              delta=delta, confidence_z=confidence_z)
     blob["gates"], blob["exit_thresholds"] = exits["gates"], exits["thresholds"]
     blob["calibration"] = {**(blob.get("calibration") or {}), "exits": exits["report"]}
-    rep = exits["report"]
     card = blob.get("card") or {}
-    card["exits"] = {"shipped_gate": exits["kind"], "thresholds": exits["thresholds"],
-                     "target": rep["target"], "exit_accuracy_test": rep["exit_accuracy_test"],
-                     "oracle_accuracy_test": rep["oracle_accuracy_test"],
-                     **{f"{k}_test": v["test"] for k, v in rep["kinds"].items()},
-                     **{f"{k}_auroc_test": v["auroc_test"] for k, v in rep["kinds"].items()}}
+    card["exits"] = exit_card(exits)
     blob["card"] = card
     tmp = ckpt.with_suffix(".tmp")
     torch.save(blob, tmp)

@@ -151,12 +151,9 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
         **_run_curve(run_dir),
     }
     if exits is not None:
-        rep = exits["report"]
-        card["exits"] = {"shipped_gate": exits["kind"], "thresholds": exits["thresholds"],
-                         "exit_accuracy_test": rep["exit_accuracy_test"],
-                         "oracle_accuracy_test": rep["oracle_accuracy_test"],
-                         **{f"{k}_test": v["test"] for k, v in rep["kinds"].items()},
-                         **{f"{k}_auroc_test": v["auroc_test"] for k, v in rep["kinds"].items()}}
+        from athe.training.gates_train import exit_card
+
+        card["exits"] = exit_card(exits)
     save_athe_checkpoint(out_dir / "athe-checkpoint.pt", variant, model.state_dict(), router,
                          cal.thresholds, images.classes, calibration, card,
                          gates=exits["gates"] if exits else None,
