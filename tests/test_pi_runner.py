@@ -579,3 +579,25 @@ def test_cli_errors_with_a_bundle(bundle: Path, image_folder: Path, tmp_path: Pa
     code, output = _run(str(bundle), "--input", str(image_folder), "--energy", "none",
                         "--out", str(tmp_path / "d"))
     assert code == 1 and "pick a new --out folder" in output
+
+
+@pytest.mark.slow
+def test_full_path_run_feeds_budget_calibration(bundle: Path, dataset: Path, tmp_path: Path) -> None:
+    """`athe run --policy exit:s3` rows carry every stage's ms, which the gate calibration reads."""
+    from athe.pi_runner.runner import run_bundle
+    from athe.training.gates_train import stage_latency_ms
+
+    out = tmp_path / "full"
+    run_bundle(bundle, dataset, out=out, threads=1, policy="exit:s3", warmup=1, repeat=1,
+               energy="none", progress=False, console=quiet())
+    rows = read_jsonl(out / "per_image.jsonl")
+    assert all(set(r["stage_ms"]) == {"s1", "s2", "s3"} and r["gate_scores"] == {} for r in rows)
+    ms = stage_latency_ms(out, ["s1", "s2", "s3"])
+    for name in ("s1", "s2", "s3"):
+        assert ms[name] == pytest.approx(np.mean([r["stage_ms"][name] for r in rows])) and ms[name] > 0
+    exit_out = tmp_path / "exit"
+    run_bundle(bundle, dataset, out=exit_out, threads=1, policy="exit", warmup=1, repeat=1,
+               energy="none", progress=False, console=quiet())
+    for r in read_jsonl(exit_out / "per_image.jsonl"):  # the gates asked before the exit taken
+        stages = list(r["stage_ms"])
+        assert r["level"] == stages[-1] and list(r["gate_scores"]) == [s for s in stages if s != "s3"]

@@ -244,3 +244,54 @@ def test_training_benchmark_reports_every_configuration():
     assert set(res["train_images_per_second"]) == {"fp32-sdpa", "fp32", "bf16"}
     assert all(v > 0 for v in res["train_images_per_second"].values())
     assert res["ratio_vs_fp32_sdpa"]["fp32-sdpa"] == 1.0 and res["data_pipeline_images_per_second"] > 0
+
+
+def test_crossfit_scores_are_out_of_fold():
+    """On noise, a gate fit on all images "finds" signal in them; out-of-fold scores do not."""
+    from athe.runtime.gates import auroc
+    from athe.training.gates_train import crossfit_scores, fit_gates, score_matrix
+
+    rng = np.random.default_rng(0)
+    n, names = 800, ["s1", "s2"]
+    logits = [rng.normal(size=(n, 10)) for _ in names]
+    cls = [rng.normal(size=(n, 128)) for _ in names]
+    right = rng.random(n) < 0.5  # a coin, independent of every feature
+    labels = np.where(right, logits[0].argmax(1), (logits[0].argmax(1) + 1) % 10)
+    in_sample = score_matrix(fit_gates(logits, cls, labels, names), logits, cls, names)[:, 0]
+    oof = crossfit_scores(logits, cls, labels, names, folds=5)
+    assert oof.shape == (n, 2) and np.all(oof[:, -1] == 1.0)
+    assert auroc(in_sample, right) > 0.7  # overfit: 131 features on 800 images
+    assert abs(auroc(oof[:, 0], right) - 0.5) < 0.06  # ~3 standard errors
+
+
+def test_gate_kind_choice_prefers_max_softmax_unless_the_learned_gate_saves_enough():
+    from athe.training.gates_train import LEARNED_MARGIN, choose_kind
+
+    def kinds(cost_l, cost_m, met_l=True, met_m=True, acc_l=90.0, acc_m=90.0):
+        return {"logistic": {"calib": {"met": met_l, "mean_cost": cost_l, "accuracy": acc_l}},
+                "max_softmax": {"calib": {"met": met_m, "mean_cost": cost_m, "accuracy": acc_m}}}
+
+    full = 100.0
+    assert choose_kind(kinds(50.0, 50.0), full, False) == "max_softmax"  # a tie: the simpler gate
+    assert choose_kind(kinds(50.0 - 0.5 * LEARNED_MARGIN * full, 50.0), full, False) == "max_softmax"
+    assert choose_kind(kinds(50.0 - 2 * LEARNED_MARGIN * full, 50.0), full, False) == "logistic"
+    assert choose_kind(kinds(60.0, 50.0, met_m=False), full, False) == "logistic"  # only it met δ
+    assert choose_kind(kinds(50.0, 50.0, acc_l=90.05), full, True) == "max_softmax"
+    assert choose_kind(kinds(50.0, 50.0, acc_l=90.5), full, True) == "logistic"
+
+
+def test_stage_latency_from_a_runner_file(tmp_path):
+    from athe.training.gates_train import stage_latency_ms
+
+    rows = [{"stage_ms": {"s1": 1.0, "s2": 2.0, "s3": 3.0}}, {"stage_ms": {"s1": 3.0}},
+            {"stage_ms": {"s1": 2.0, "s2": 4.0, "s3": 5.0}}]
+    (tmp_path / "per_image.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert stage_latency_ms(tmp_path, ["s1", "s2", "s3"]) == {"s1": 2.0, "s2": 3.0, "s3": 4.0}
+    (tmp_path / "per_image.jsonl").write_text(json.dumps({"stage_ms": {"s1": 1.0}}) + "\n")
+    with pytest.raises(ValueError, match=r"s2, s3 never timed.*--policy exit:s3"):
+        stage_latency_ms(tmp_path, ["s1", "s2", "s3"])
+    (tmp_path / "per_image.jsonl").write_text("not json\n")
+    with pytest.raises(ValueError, match="line 1 is not a runner row"):
+        stage_latency_ms(tmp_path, ["s1", "s2", "s3"])
+    with pytest.raises(ValueError, match="no per_image.jsonl there"):
+        stage_latency_ms(tmp_path / "nowhere", ["s1"])

@@ -109,3 +109,34 @@ def router(backbone_run: str, data: str | None, epochs: int, delta: float | None
         raise click.ClickException(one_line(exc)) from None
     json.dump(result, sys.stdout, indent=2)
     click.echo()
+
+
+@train.command("gates")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--delta", type=float, default=1.0, show_default=True, callback=finite_float(0.0, 100.0),
+              help="Accuracy points below the full path allowed (at the confidence margin).")
+@click.option("--budget", type=float, default=None, callback=finite_float(1e-9, 1.0),
+              help="Instead of --delta: mean cost per image at most this share of the full path "
+                   "(0 < B <= 1), at the highest accuracy.")
+@click.option("--latency-from", type=click.Path(exists=True), default=None,
+              help="An `athe run --policy exit:<last>` output on the target device: calibrate on "
+                   "its measured stage ms instead of MACs.")
+@click.option("--z", "confidence_z", type=float, default=1.645, show_default=True,
+              callback=finite_float(0.0, 10.0),
+              help="Confidence margin of the --delta target, in standard errors (0: point estimate).")
+def gates(run: str, delta: float, budget: float | None, latency_from: str | None,
+          confidence_z: float) -> None:
+    """Refit RUN's exit gates and recalibrate their thresholds in its athe-checkpoint.pt."""
+    from athe.training.gates_train import recalibrate_checkpoint
+
+    try:
+        card = recalibrate_checkpoint(run, delta=delta, confidence_z=confidence_z, budget=budget,
+                                      latency_from=latency_from)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        raise click.ClickException(one_line(exc)) from None
+    json.dump(card, sys.stdout, indent=2)
+    click.echo()
+    click.echo(f"Next: athe convert --checkpoint {Path(run) / 'athe-checkpoint.pt'} ... "
+               "(the bundle's manifest takes the new thresholds)", err=True)
