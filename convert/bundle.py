@@ -170,39 +170,13 @@ def resolve_weights(variant: Variant, checkpoint: str | Path | None, random_weig
 
 
 def load_checkpoint_blob(path: Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only.
-
-    A full unpickle (``weights_only=False``) can run any code a crafted file holds; the
-    checkpoints 'athe train' writes need nothing more than weights_only.
-
-    Raises:
-        ConvertError: not a PyTorch checkpoint, truncated, holding other objects, or not a dict.
-    """
-    import pickle
-    import re
-    import zipfile
+    """``athe.training.model.read_checkpoint`` (weights_only, one-line refusals) as ``ConvertError``."""
+    from athe.training.model import read_checkpoint
 
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if "unsupported global" not in str(exc).lower():  # garbage bytes, a plain pickle, …
-            raise ConvertError(f"checkpoint {str(path)!r} is not a PyTorch checkpoint (not a torch.save file "
-                               "of weights); pass a checkpoint written by 'athe train'") from None
-        what = f" ({found.group(1)})" if found else ""
-        raise ConvertError(f"checkpoint {str(path)!r} holds objects{what} that only a full unpickle could "
-                           "rebuild, which can run code: refused (checkpoints load with weights_only=True); "
-                           "pass a checkpoint written by 'athe train'") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError,
-            AttributeError, TypeError) as exc:
-        first = " ".join(str(exc).split())[:200]
-        raise ConvertError(f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint (truncated, "
-                           f"corrupt or another kind of file: {type(exc).__name__}: {first}); "
-                           "pass a checkpoint written by 'athe train'") from None
-    if not isinstance(blob, dict):
-        raise ConvertError(f"checkpoint {str(path)!r} holds a {type(blob).__name__}, not a checkpoint dict; "
-                           "pass a checkpoint written by 'athe train'")
-    return blob
+        return read_checkpoint(path)
+    except ValueError as exc:
+        raise ConvertError(str(exc)) from None
 
 
 def _numbered(variant: Variant) -> list[str]:

@@ -801,6 +801,36 @@ def test_train_router_option_is_validated_when_parsed(tmp_path: Path, args: list
     _one_line_error(_invoke(["train", "router", "--backbone", str(tmp_path), *args]), 2, option)
 
 
+@pytest.mark.parametrize("content,text", [
+    (b"root:x:0:0:root:/root:/bin/bash\n", "is not a"),  # e.g. --backbone /etc/passwd
+    (b"", "is not a"),
+])
+def test_train_router_refuses_a_file_that_is_no_checkpoint(tmp_path: Path, content: bytes, text: str) -> None:
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(content)
+    _one_line_error(_invoke(["train", "router", "--backbone", str(bad)]), 1, text, "athe train")
+
+
+def test_train_router_refuses_a_checkpoint_that_is_no_backbone_run(tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "last.pt")
+    _one_line_error(_invoke(["train", "router", "--backbone", str(tmp_path / "last.pt")]), 1,
+                    "not a backbone run's last.pt")
+
+
+@pytest.mark.parametrize("args,option", [
+    (["--budget", "0"], "--budget"), (["--budget", "1.5"], "--budget"), (["--delta", "nan"], "--delta"),
+    (["--z", "-1"], "--z"), (["--latency-from", "/nonexistent"], "--latency-from"),
+])
+def test_train_gates_option_is_validated_when_parsed(tmp_path: Path, args: list[str], option: str) -> None:
+    _one_line_error(_invoke(["train", "gates", str(tmp_path), *args]), 2, option)
+
+
+def test_train_gates_names_the_missing_run_file(tmp_path: Path) -> None:
+    _one_line_error(_invoke(["train", "gates", str(tmp_path)]), 1, "athe-checkpoint.pt not found")
+
+
 # -- runs with a fake backend: library errors are one line, nothing written is lost --------------------
 class FakeModel:
     def __init__(self, output: np.ndarray) -> None:

@@ -16,6 +16,16 @@ from athe.variants import VARIANTS, get_variant
 POSITIVE = click.IntRange(min=1)
 
 
+def library_call(fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """``fn(*args, **kwargs)`` with a user error (bad input, settings) as one click line."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        raise click.ClickException(one_line(exc)) from None
+
+
 @click.group(cls=OneLineErrors)
 def train() -> None:
     """Train a backbone (all levels, one weight set) or the difficulty router."""
@@ -77,12 +87,7 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
         mix_prob=recipe.mix_prob if mix_prob is None else mix_prob,
         ema_decay=recipe.ema_decay if ema_decay is None else ema_decay,
     )
-    try:
-        metrics = train_backbone(cfg, variant, resume=resume)
-    except Exception as exc:
-        if not is_user_error(exc):
-            raise
-        raise click.ClickException(one_line(exc)) from None
+    metrics = library_call(train_backbone, cfg, variant, resume=resume)
     click.echo(json.dumps(metrics, indent=2))
 
 
@@ -100,13 +105,8 @@ def router(backbone_run: str, data: str | None, epochs: int, delta: float | None
     from athe.training.router_train import train_router_from_run
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        result = train_router_from_run(backbone_run, data=data, epochs=epochs, delta=delta,
-                                       out=None if out is None else str(out))
-    except Exception as exc:
-        if not is_user_error(exc):
-            raise
-        raise click.ClickException(one_line(exc)) from None
+    result = library_call(train_router_from_run, backbone_run, data=data, epochs=epochs, delta=delta,
+                          out=None if out is None else str(out))
     json.dump(result, sys.stdout, indent=2)
     click.echo()
 
@@ -129,13 +129,8 @@ def gates(run: str, delta: float, budget: float | None, latency_from: str | None
     """Refit RUN's exit gates and recalibrate their thresholds in its athe-checkpoint.pt."""
     from athe.training.gates_train import recalibrate_checkpoint
 
-    try:
-        card = recalibrate_checkpoint(run, delta=delta, confidence_z=confidence_z, budget=budget,
-                                      latency_from=latency_from)
-    except Exception as exc:
-        if not is_user_error(exc):
-            raise
-        raise click.ClickException(one_line(exc)) from None
+    card = library_call(recalibrate_checkpoint, run, delta=delta, confidence_z=confidence_z,
+                        budget=budget, latency_from=latency_from)
     json.dump(card, sys.stdout, indent=2)
     click.echo()
     click.echo(f"Next: athe convert --checkpoint {Path(run) / 'athe-checkpoint.pt'} ... "

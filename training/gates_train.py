@@ -31,7 +31,7 @@ import torch
 from athe.runtime.gates import auroc, fit_logistic, gate_features, gate_score
 from athe.runtime.manifest import GateSpec
 from athe.runtime.routing import NEVER, calibrate, route, route_outcome
-from athe.training.model import AtheViT
+from athe.training.model import AtheViT, read_checkpoint
 
 FEATURES = ("max_prob", "margin", "entropy", "cls")
 #: Cross-fitting folds of the learned gate on the calibration pool.
@@ -270,7 +270,7 @@ def recalibrate_checkpoint(run_dir: str | Path, delta: float = 1.0, confidence_z
     for need in (ckpt, run / "split.json", run / "config.json"):
         if not need.is_file():
             raise ValueError(f"{need} not found; give a run directory that `athe train router` finished")
-    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    blob = read_checkpoint(ckpt)
     variant = get_variant(blob["variant"])
     names = [st.name for st in variant.stages]
     if not names:

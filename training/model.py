@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -403,8 +403,8 @@ def load_model(variant: Variant, checkpoint: str | Path | None = None, *,
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        state = blob.get("model", blob) if isinstance(blob, dict) else blob
+        blob = read_checkpoint(path)
+        state = blob.get("model", blob)
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         load_backbone_weights(model, variant, state, str(path))
     elif timm_pretrained:
@@ -468,3 +468,39 @@ def reorder_heads(model: AtheViT, images: torch.Tensor, labels: torch.Tensor) ->
         permute_heads(model, b, order)
         orders.append(order)
     return orders
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only.
+
+    A full unpickle (``weights_only=False``) can run any code a crafted file holds; the
+    checkpoints 'athe train' writes need nothing more than weights_only.
+
+    Raises:
+        ValueError: not a PyTorch checkpoint, truncated, holding other objects, or not a dict.
+    """
+    import pickle
+    import re
+    import zipfile
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if "unsupported global" not in str(exc).lower():  # garbage bytes, a plain pickle, …
+            raise ValueError(f"checkpoint {str(path)!r} is not a PyTorch checkpoint (not a torch.save file "
+                               "of weights); pass a checkpoint written by 'athe train'") from None
+        what = f" ({found.group(1)})" if found else ""
+        raise ValueError(f"checkpoint {str(path)!r} holds objects{what} that only a full unpickle could "
+                           "rebuild, which can run code: refused (checkpoints load with weights_only=True); "
+                           "pass a checkpoint written by 'athe train'") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError,
+            AttributeError, TypeError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise ValueError(f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint (truncated, "
+                           f"corrupt or another kind of file: {type(exc).__name__}: {first}); "
+                           "pass a checkpoint written by 'athe train'") from None
+    if not isinstance(blob, dict):
+        raise ValueError(f"checkpoint {str(path)!r} holds a {type(blob).__name__}, not a checkpoint dict; "
+                           "pass a checkpoint written by 'athe train'")
+    return blob

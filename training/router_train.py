@@ -25,7 +25,7 @@ from athe.runtime.routing import score_accuracy
 from athe.runtime.split import with_val_halves
 from athe.training.calibrate import calibrate_router
 from athe.training.data import load_imageset
-from athe.training.model import load_model
+from athe.training.model import load_model, read_checkpoint
 from athe.training.router import RouterCNN, build_router, router_macs
 from athe.training.train import TrainConfig, level_predictions
 from athe.training.transforms import augment_batch, eval_tensor
@@ -87,7 +87,10 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
     """Label, train, calibrate and write ``athe-checkpoint.pt`` for a backbone run."""
     t0 = time.time()
     run_dir, ckpt_path = _run_paths(backbone_run)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(ckpt_path)
+    if not isinstance(state.get("config"), dict):
+        raise ValueError(f"{ckpt_path} is a checkpoint but not a backbone run's last.pt (no training "
+                         "config in it); pass the folder `athe train backbone --out` wrote")
     cfg = TrainConfig(**state["config"])
     variant = get_variant(cfg.variant)
     if variant.router is None:

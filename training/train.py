@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from athe.training.data import ImageSet, check_labels, load_imageset, make_split
-from athe.training.model import AtheViT, chain_is_dense, load_model
+from athe.training.model import AtheViT, chain_is_dense, load_model, read_checkpoint
 from athe.training.transforms import (
     PilDataset,
     augment_batch,
@@ -344,7 +344,7 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {str(ckpt_path)!r}; start without --resume")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(ckpt_path)
         saved = TrainConfig(**state["config"])
         for key in ("variant", "batch_size", "lr", "split_seed", "val_size", "router_size", "seed"):
             if getattr(saved, key) != getattr(cfg, key):
