@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -14,9 +16,10 @@ from athe.variants import VARIANTS, get_variant
 
 #: Bounds of the numeric options (a typo like --epochs 0 or --lr nan is refused at parse time).
 POSITIVE = click.IntRange(min=1)
+T = TypeVar("T")
 
 
-def library_call(fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+def library_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` with a user error (bad input, settings) as one click line."""
     try:
         return fn(*args, **kwargs)
