@@ -364,7 +364,7 @@ def prediction_row(run: str, repeat: int, index: int, name: str, p: Prediction,
         "correct": p.correct, "router_scores": p.router_scores,
         "stages_ms": {stage: p.timings_ms[stage] for stage in STAGES},
         # exit policies: each chain stage's ms and each asked gate's score (empty for levels);
-        # ``athe.training.gates_train --latency-from`` calibrates to a budget from these.
+        # ``athe train gates --latency-from`` calibrates to a latency budget from these.
         "stage_ms": dict(p.stage_ms), "gate_scores": dict(p.gate_scores), "wall_time": time.time(),
     }
 

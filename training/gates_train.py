@@ -22,6 +22,7 @@ token and runs more code per exit); otherwise max-softmax ships. Never chosen on
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -216,8 +217,6 @@ def stage_latency_ms(path: str | Path, stage_names: Sequence[str]) -> dict[str, 
     Raises:
         ValueError: a missing or unreadable file, or a stage it never timed (names the fix).
     """
-    import json
-
     from athe.pi_runner.report import PER_IMAGE_JSONL
 
     path = Path(path)
@@ -258,10 +257,9 @@ def recalibrate_checkpoint(run_dir: str | Path, delta: float = 1.0, confidence_z
         latency_from: an ``athe run`` output with per-stage ms (``stage_latency_ms``): the stage
             costs are those measured latencies instead of MACs.
     """
-    import json
-
     from athe.training.data import load_imageset
     from athe.training.model import load_model
+    from athe.training.router_train import store_val_halves
     from athe.training.transforms import eval_tensor
     from athe.variants import get_variant
 
@@ -280,10 +278,7 @@ def recalibrate_checkpoint(run_dir: str | Path, delta: float = 1.0, confidence_z
     stage_costs = (list(stage_latency_ms(latency_from, names).values()) if latency_from is not None
                    else list(variant.stage_macs()))
     model = load_model(variant, ckpt).eval()
-    split = json.loads((run / "split.json").read_text())
-    if "calib" not in split:
-        from athe.runtime.split import with_val_halves
-        split = with_val_halves(split)
+    split = store_val_halves(run / "split.json")  # the halves router training uses
     cfg = json.loads((run / "config.json").read_text())
     images = load_imageset(cfg["data"], cfg.get("dataset", "auto"))
 

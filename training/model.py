@@ -489,18 +489,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if "unsupported global" not in str(exc).lower():  # garbage bytes, a plain pickle, …
             raise ValueError(f"checkpoint {str(path)!r} is not a PyTorch checkpoint (not a torch.save file "
-                               "of weights); pass a checkpoint written by 'athe train'") from None
+                             "of weights); pass a checkpoint written by 'athe train'") from None
         what = f" ({found.group(1)})" if found else ""
         raise ValueError(f"checkpoint {str(path)!r} holds objects{what} that only a full unpickle could "
-                           "rebuild, which can run code: refused (checkpoints load with weights_only=True); "
-                           "pass a checkpoint written by 'athe train'") from None
+                         "rebuild, which can run code: refused (checkpoints load with weights_only=True); "
+                         "pass a checkpoint written by 'athe train'") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError,
             AttributeError, TypeError) as exc:
         first = " ".join(str(exc).split())[:200]
         raise ValueError(f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint (truncated, "
-                           f"corrupt or another kind of file: {type(exc).__name__}: {first}); "
-                           "pass a checkpoint written by 'athe train'") from None
+                         f"corrupt or another kind of file: {type(exc).__name__}: {first}); "
+                         "pass a checkpoint written by 'athe train'") from None
     if not isinstance(blob, dict):
         raise ValueError(f"checkpoint {str(path)!r} holds a {type(blob).__name__}, not a checkpoint dict; "
-                           "pass a checkpoint written by 'athe train'")
+                         "pass a checkpoint written by 'athe train'")
     return blob
