@@ -7,7 +7,8 @@ the routing maths is :mod:`athe.runtime.routing` and latency percentiles
 Every image was measured once: the router and *every* level ran on it, and the evaluation
 keeps, per image, the router probabilities ``[N, L]``, each level's correctness ``[N, L]`` and
 measured latency ``[N, L]``, the router latency ``[N]`` and the preprocessing time ``[N]``
-(decode + resize + normalise). Every row, the sweep and the verdicts are computed *post hoc*
+(resize + normalise of the decoded pixels; the file decode is timed apart and left out of the
+rows, since camera frames arrive decoded). Every row, the sweep and the verdicts are computed *post hoc*
 from these arrays by choosing one level per image (``athe.runtime.routing.route``): no model is
 re-run per policy, and all rows are on the same images with the same timings.
 
@@ -72,7 +73,8 @@ class Measurements:
         level_names: levels, cheapest first.
         correct: ``[N, L]`` bool, level ``j`` classifies image ``i`` correctly.
         level_ms: ``[N, L]`` measured latency of level ``j`` on image ``i`` (ms).
-        preprocess_ms: ``[N]`` decode + resize + normalise (ms).
+        preprocess_ms: ``[N]`` resize + normalise of the decoded pixels (ms).
+        decode_ms: ``[N]`` decoding the file (ms; optional, not in any row's latency).
         router_probs: ``[N, L]`` router probability that each level is right (None: no router).
         router_ms: ``[N]`` router latency (ms; None: no router).
         predictions: ``[N, L]`` predicted class per level (optional, for the record).
@@ -89,6 +91,7 @@ class Measurements:
     predictions: np.ndarray | None = None
     targets: np.ndarray | None = None
     names: list[str] = field(default_factory=list)
+    decode_ms: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.level_names = tuple(self.level_names)

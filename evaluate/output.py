@@ -117,6 +117,10 @@ def _pct(value: float | None, spec: str = ".2f") -> str:
     return "–" if value is None or not math.isfinite(value) else format(value, spec)
 
 
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f} ms"
+
+
 def print_report(result: EvalResult, console: Any = None) -> None:
     """The rows table, the router table and the verdicts (rich)."""
     from rich.console import Console
@@ -132,7 +136,8 @@ def print_report(result: EvalResult, console: Any = None) -> None:
     for col in ("row", "top-1 %", *names):
         accuracy.add_column(col, justify="left" if col == "row" else "right")
     energy = any(r.energy_j is not None for r in result.rows)
-    cost = Table(title=f"{title}: cost per image (latency = preprocess + chosen level + router)")
+    cost = Table(title=f"{title}: cost per image (latency = preprocess + chosen level + router; "
+                 f"file decode apart: {_ms(result.info.get('decode_mean_ms'))})")
     for col in ("row", "MACs (M)", "mean ms", "p50 ms", "p90 ms", "router %", *(["J/img"] if energy else [])):
         cost.add_column(col, justify="left" if col == "row" else "right")
     exit_rows = [r for r in result.rows if not set(r.fraction) <= set(names)]

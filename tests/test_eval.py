@@ -315,6 +315,7 @@ def test_measure_with_fake_models():
     np.testing.assert_array_equal(m.correct, [[True, False], [False, True]])
     np.testing.assert_allclose(m.router_probs, [[0.7, 1.0], [0.7, 1.0]])
     assert m.level_ms.shape == (2, 2) and (m.level_ms > 0).all() and (m.preprocess_ms > 0).all()
+    assert m.decode_ms is not None and m.decode_ms.shape == (2,) and (m.decode_ms > 0).all()
 
 
 # -- data and end to end -----------------------------------------------------------------------
@@ -417,3 +418,30 @@ def test_cli_end_to_end(tmp_path, random_weights_bundle):
     with open(out / eo.SWEEP_CSV) as fh:
         assert len(list(csv.DictReader(fh))) == data["sweep"]["points"] > 0
     assert Image.open(out / eo.PARETO_PNG).size[0] > 1000
+
+
+def test_exit_rows_and_verdict_by_hand():
+    """Two stages, four images: each row's latency is preprocess + the stages run + the gates
+    asked (the file decode stays out and only enters the verdict's with-decode ratio)."""
+    from athe.evaluate.exits import GATE_ROW, ExitMeasurements, exit_rows, exit_verdicts
+
+    em = ExitMeasurements(
+        stage_names=("s1", "s2"),
+        correct=np.array([[True, True], [False, True], [True, True], [False, False]]),
+        stage_ms=np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]),
+        preprocess_ms=np.full(4, 0.1), decode_ms=np.full(4, 5.0),
+        gate_scores={"max_softmax": np.array([[0.9, 1.0], [0.2, 1.0], [0.8, 1.0], [0.1, 1.0]])},
+        gate_ms={"max_softmax": np.full((4, 1), 0.05)})
+    rows = {r.name: r for r in exit_rows(em, [10.0, 20.0], "max_softmax", {"max_softmax": {"s1": 0.5}}, seeds=3)}
+    assert rows["exit:s1"].latency_mean_ms == pytest.approx(1.1) and rows["exit:s1"].accuracy == 50.0
+    assert rows["exit:s2"].latency_mean_ms == pytest.approx(3.1) and rows["exit:s2"].accuracy == 75.0
+    gate = rows[GATE_ROW]  # images 0 and 2 leave at s1, 1 and 3 go on; every image asked one gate
+    assert gate.fraction == {"s1": 0.5, "s2": 0.5} and gate.accuracy == 75.0
+    assert gate.latency_mean_ms == pytest.approx(0.1 + 0.05 + 1.0 + 0.5 * 2.0)
+    assert gate.mean_macs == pytest.approx(0.5 * 10 + 0.5 * 30)
+    assert rows["oracle-exit"].accuracy == 75.0 and rows["oracle-exit"].fraction == {"s1": 0.5, "s2": 0.5}
+    assert rows["random-exits"].fraction == gate.fraction
+    verdict = exit_verdicts(list(rows.values()), [], em.stage_names, decode_ms=5.0)[0]
+    assert verdict.numbers["latency_ratio"] == pytest.approx(2.15 / 3.1)
+    assert verdict.numbers["latency_ratio_with_decode"] == pytest.approx(7.15 / 8.1)
+    assert verdict.status == "NOT MET" and "with the 5.000 ms file decode" in verdict.text

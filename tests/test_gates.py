@@ -68,6 +68,14 @@ def test_compiled_gate_equals_gate_score():
         fast = CompiledGate(gate)
         got = [fast.score(logits[i], cls[i]) for i in range(50)]
         assert np.allclose(got, ref, atol=1e-12)
+    # past PYTHON_SOFTMAX_MAX classes the score is computed with numpy: the same numbers
+    from athe.runtime.gates import PYTHON_SOFTMAX_MAX
+
+    many = rng.normal(size=(5, PYTHON_SOFTMAX_MAX + 1)) * 3
+    gate = GateSpec(kind="logistic", features=("entropy", "max_prob", "margin"), mean=(1.0, 0.5, 0.2),
+                    std=(0.5, 0.2, 0.1), weights=(-1.0, 2.0, 0.5), bias=0.1)
+    for g in (gate, GateSpec(kind="max_softmax")):
+        assert np.allclose([CompiledGate(g).score(v) for v in many], gate_score(g, many), atol=1e-12)
 
 
 def test_confidence_margin_rejects_thresholds_that_meet_delta_only_by_luck():
