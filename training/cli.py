@@ -60,13 +60,18 @@ def train() -> None:
               help="EMA of weights per step (0: off); default: the variant's.")
 @click.option("--exit-weight", type=float, default=1.0, show_default=True, callback=finite_float(0.0, 1000.0),
               help="Weight of each early exit's loss.")
+@click.option("--teacher", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A teacher.pt (athe train teacher on this run's split): distil its hard labels.")
+@click.option("--teacher-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of each target that is the teacher's label.")
 @click.option("--out", type=str, required=True, callback=out_option, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def backbone(variant_name: str, data: str | None, dataset: str, download: bool, init: str | None,
              epochs: int | None, batch_size: int | None, lr: float | None,
              cheap_levels_per_step: int, seed: int, limit: int | None, max_steps: int | None,
              workers: int, compile_: bool, precision: str, mix_prob: float | None,
-             ema_decay: float | None, exit_weight: float, out: Path, resume: bool) -> None:
+             ema_decay: float | None, exit_weight: float, teacher: str | None, teacher_weight: float,
+             out: Path, resume: bool) -> None:
     """Train every level of VARIANT's backbone with one weight set."""
     from athe.training.train import TrainConfig, train_backbone
 
@@ -89,6 +94,7 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
         precision=precision, exit_weight=exit_weight,
         mix_prob=recipe.mix_prob if mix_prob is None else mix_prob,
         ema_decay=recipe.ema_decay if ema_decay is None else ema_decay,
+        teacher=teacher, teacher_weight=teacher_weight,
     )
     metrics = library_call(train_backbone, cfg, variant, resume=resume)
     click.echo(json.dumps(metrics, indent=2))
@@ -138,3 +144,30 @@ def gates(run: str, delta: float, budget: float | None, latency_from: str | None
     click.echo()
     click.echo(f"Next: athe convert --checkpoint {Path(run) / 'athe-checkpoint.pt'} ... "
                "(the bundle's manifest takes the new thresholds)", err=True)
+
+
+@train.command("teacher")
+@click.option("--run", "run", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Backbone run folder: the teacher trains on its split.json's train images only.")
+@click.option("--data", type=click.Path(exists=True), default=None, help="Default: the run's data.")
+@click.option("--epochs", type=click.IntRange(1, 100_000), default=12, show_default=True)
+@click.option("--lr", type=float, default=0.3, show_default=True, callback=finite_float(1e-12, 10.0))
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--limit", type=POSITIVE, default=None, help="Use only N of the run's training images.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--out", type=str, required=True, callback=out_option, help="Teacher folder (teacher.pt, teacher.json).")
+def teacher(run: str, data: str | None, epochs: int, lr: float, seed: int, limit: int | None,
+            precision: str, out: Path) -> None:
+    """Train the CNN teacher that `athe train backbone --teacher` distils from."""
+    from athe.training.teacher import TeacherConfig, train_teacher
+
+    config = Path(run) / "config.json"
+    if not config.is_file():
+        raise click.BadParameter(f"{str(config)!r} not found: --run takes a backbone run folder", param_hint="--run")
+    run_cfg = json.loads(config.read_text())
+    variant = get_variant(run_cfg["variant"])
+    data = data or run_cfg["data"]
+    cfg = TeacherConfig(run=run, out=str(out), epochs=epochs, lr=lr, seed=seed, limit=limit, precision=precision)
+    card = library_call(train_teacher, cfg, variant.preprocess, variant.backbone.num_classes, str(data))
+    click.echo(json.dumps({k: card[k] for k in ("held_out_top1", "wall_seconds", "params")}, indent=2))
+    click.echo(f"Next: athe train backbone ... --teacher {Path(out) / 'teacher.pt'}", err=True)

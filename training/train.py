@@ -79,6 +79,8 @@ class TrainConfig:
     exit_weight: float = 1.0  # weight of each early exit's loss (CE + distillation from the last)
     mix_prob: float = 0.0  # probability that a batch is mixed (mixup or cutmix, half each)
     ema_decay: float = 0.0  # EMA of weights per step (0: off); the EMA is what gets evaluated
+    teacher: str | None = None  # a teacher.pt (athe train teacher): its hard labels join the targets
+    teacher_weight: float = 0.5  # share of the target that is the teacher's (smoothed) hard label
 
 
 def _is_dist() -> bool:
@@ -346,7 +348,8 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
             raise FileNotFoundError(f"--resume: no checkpoint at {str(ckpt_path)!r}; start without --resume")
         state = read_checkpoint(ckpt_path)
         saved = TrainConfig(**state["config"])
-        for key in ("variant", "batch_size", "lr", "split_seed", "val_size", "router_size", "seed"):
+        for key in ("variant", "batch_size", "lr", "split_seed", "val_size", "router_size", "seed",
+                    "teacher", "teacher_weight"):
             if getattr(saved, key) != getattr(cfg, key):
                 raise ValueError(
                     f"--resume: {key}={getattr(cfg, key)!r} differs from the run's {getattr(saved, key)!r}; "
@@ -397,6 +400,14 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
         ema.state = state["ema"]
         ema.updates = int(state.get("ema_updates", state["step"]))
     num_classes = variant.backbone.num_classes
+    teacher = None
+    if cfg.teacher is not None:
+        from athe.training.teacher import load_teacher
+
+        teacher = load_teacher(cfg.teacher).to(device)
+        if teacher.head.out_features != num_classes:
+            raise ValueError(f"teacher {cfg.teacher!r} has {teacher.head.out_features} classes, "
+                             f"variant {variant.name!r} {num_classes}; train a teacher on this run's data")
 
     pil_loader = None
     if not array_mode:
@@ -437,6 +448,8 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
             if cfg.mix_prob > 0:
                 x, target = mix_batch(x, target, cfg.mix_prob,
                                       np.random.default_rng([cfg.seed, epoch, i, rank]))
+            if teacher is not None:
+                target = teacher_targets(teacher, x, target, cfg, amp=(device.type, amp_dtype, amp))
             opt.zero_grad(set_to_none=True)
             losses = level_losses(train_model, variant, x, target, cfg, step,  # type: ignore[arg-type]
                                   amp=(device.type, amp_dtype, amp))
@@ -488,6 +501,17 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
     if _is_dist():
         dist.barrier()
     return metrics
+
+
+def teacher_targets(teacher: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, cfg: TrainConfig,
+                    amp: tuple[str, torch.dtype, bool] = ("cpu", torch.bfloat16, False)) -> torch.Tensor:
+    """DeiT-style hard distillation folded into the target: ``(1 - w) * target + w * smooth(
+    argmax teacher(x))``, the teacher seeing the same augmented, mixed batch as the student."""
+    device_type, dtype, enabled = amp
+    with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        hard = teacher(x.contiguous(memory_format=torch.channels_last)).float().argmax(-1)
+    w = cfg.teacher_weight
+    return (1 - w) * target + w * smooth_targets(hard, target.shape[-1], cfg.label_smoothing)
 
 
 def smooth_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
