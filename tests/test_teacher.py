@@ -98,3 +98,14 @@ def test_teacher_trains_on_the_runs_split_and_distils_into_a_backbone(cifar_arch
     assert np.isfinite(metrics["train_loss"])
     with pytest.raises(ValueError, match="teacher=None differs"):
         train_backbone(TrainConfig(**{**base, "out": str(tmp_path / "kd")}), tiny, resume=True)
+
+
+def test_train_teacher_cli_refuses_a_folder_that_is_not_a_run(tmp_path):
+    from click.testing import CliRunner
+
+    from athe.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", "teacher", "--run", str(tmp_path), "--out", str(tmp_path / "t")])
+    assert result.exit_code != 0
+    assert "config.json' not found: --run takes a backbone run folder" in result.output
+    assert not (tmp_path / "t").exists()
