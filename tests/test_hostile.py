@@ -1052,8 +1052,16 @@ def _start(tmp: Path, helper: Path, images: Path, *extra: str, env: dict[str, st
     bundle = write_manifest(tmp / "b", manifest_dict(tmp / "b", stages=False))
     cmd = [sys.executable, str(helper), "run", str(bundle), "--input", str(images), "--energy", "none",
            "--repeat", "100000", "--no-progress", "--no-plots", "--out", str(tmp / "out"), *extra]
+    # A shell starts the command with the signals at their defaults; the test process may have
+    # them ignored (SIG_IGN is inherited through exec, and Python then installs no SIGINT handler).
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                            preexec_fn=_default_signals)
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _wait_rows(proc: subprocess.Popen, rows: Path, n: int, timeout: float = 60) -> None:
