@@ -36,20 +36,6 @@ def tiny_variant():
     )
 
 
-@pytest.fixture(autouse=True)
-def _restore_interrupt_handlers():
-    """``athe run`` in-process (CliRunner) leaves SIGINT/SIGTERM/SIGHUP ignored after an
-    interruption, as a command line that exits next should; the test process goes on, and a
-    child started later would inherit the ignored SIGINT. Put the handlers back after each test."""
-    import signal
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for s, handler in saved.items():
-        if handler is not None:
-            signal.signal(s, handler)
-
-
 @pytest.fixture(scope="session")
 def tiny():
     return tiny_variant()

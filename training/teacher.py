@@ -152,8 +152,8 @@ def train_teacher(cfg: TeacherConfig, pre: Preprocess, num_classes: int, data: s
     labels = torch.from_numpy(images.labels)
     model.init_whitening(normalize_batch(torch.from_numpy(images.array[train_idx[:5000]]), pre))
     amp, dtype = resolve_precision(cfg.precision, torch.device("cpu"))
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay, rest = [p for p in trainable if p.ndim > 1], [p for p in trainable if p.ndim <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                            {"params": rest, "weight_decay": 0.0}],
                           lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
@@ -193,7 +193,7 @@ def train_teacher(cfg: TeacherConfig, pre: Preprocess, num_classes: int, data: s
         "format": TEACHER_FORMAT, "net": f"TeacherNet{model.widths}",
         "params": sum(p.numel() for p in model.parameters()),
         "config": asdict(cfg), "data": data, "train_images": int(len(train_idx)),
-        "held_out_top1": curve[-1] and {k: curve[-1][f"top1_{k}"] for k in held},
+        "held_out_top1": {k: curve[-1][f"top1_{k}"] for k in held},
         "tta": "flip", "precision": "bf16 autocast" if amp else "fp32",
         "wall_seconds": round(time.time() - start, 1), "curve": curve,
         "command": f"athe train teacher --run {cfg.run} --out {cfg.out} --epochs {cfg.epochs}",
