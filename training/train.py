@@ -81,6 +81,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # EMA of weights per step (0: off); the EMA is what gets evaluated
     teacher: str | None = None  # a teacher.pt (athe train teacher): its hard labels join the targets
     teacher_weight: float = 0.5  # share of the target that is the teacher's (smoothed) hard label
+    erase_prob: float = 0.25  # probability that an image gets a random erasing rectangle
 
 
 def _is_dist() -> bool:
@@ -439,7 +440,7 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
                                        "(ImageSet.array is None)")
                 idx = train_idx[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
                 x = normalize_batch(torch.from_numpy(images.array[idx]), pre)
-                x = augment_batch(x, gen).to(device, non_blocking=True)
+                x = augment_batch(x, gen, erase_prob=cfg.erase_prob).to(device, non_blocking=True)
                 y = torch.from_numpy(images.labels[idx]).to(device)
             else:
                 x, y = next(batches)
