@@ -22,11 +22,11 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from athe.training.train import TrainConfig
+from athe.training.train import TrainConfig, read_metrics
 
 #: arm name -> (what it removes, the TrainConfig fields it changes)
 ARMS: dict[str, tuple[str, dict]] = {
@@ -61,12 +61,10 @@ def arm_config(base: TrainConfig, arm: str, root: Path) -> TrainConfig:
 
 
 def _saved_state(cfg: TrainConfig) -> str:
-    """'none' (no run yet), 'finished', 'partial' (same config, resumable) or 'other'."""
-    from dataclasses import asdict
-
+    """'fresh' (nothing to continue), 'finished', 'partial' (same config, resumable) or 'other'."""
     out = Path(cfg.out)
     if not out.exists():
-        return "none"
+        return "fresh"
     try:
         saved = json.loads((out / "config.json").read_text())
     except (OSError, ValueError):
@@ -74,16 +72,9 @@ def _saved_state(cfg: TrainConfig) -> str:
     if saved != json.loads(json.dumps(asdict(cfg))):
         return "other"
     if not (out / "last.pt").is_file():
-        return "partial-empty"
-    rows = _metrics(out)
+        return "fresh"
+    rows = read_metrics(out)
     return "finished" if rows and rows[-1].get("epoch") == cfg.epochs else "partial"
-
-
-def _metrics(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_arms(base: TrainConfig, arms: list[str], root: Path, variant=None) -> list[dict[str, Any]]:
@@ -102,7 +93,7 @@ def run_arms(base: TrainConfig, arms: list[str], root: Path, variant=None) -> li
         t0 = time.time()
         reused = state == "finished"
         if reused:
-            metrics = _metrics(Path(cfg.out))[-1]
+            metrics = read_metrics(Path(cfg.out))[-1]
         else:  # a partial arm continues from its last epoch (a resumed run equals a straight one)
             metrics = train_backbone(cfg, variant, resume=state == "partial")
         results.append({
@@ -169,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     table = markdown_table(results, base)
-    (root / "ablation.json").write_text(json.dumps({"base": base.__dict__, "results": results}, indent=2))
+    (root / "ablation.json").write_text(json.dumps({"base": asdict(base), "results": results}, indent=2))
     (root / "ablation.md").write_text(table)
     print(table)
     return 0

@@ -27,7 +27,7 @@ from athe.training.calibrate import calibrate_router
 from athe.training.data import load_imageset
 from athe.training.model import load_model, read_checkpoint
 from athe.training.router import RouterCNN, build_router, router_macs
-from athe.training.train import TrainConfig, level_predictions
+from athe.training.train import TrainConfig, level_predictions, read_metrics
 from athe.training.transforms import augment_batch, eval_tensor
 from athe.variants import Variant, get_variant
 
@@ -167,10 +167,9 @@ def train_router_from_run(backbone_run: str | Path, data: str | None = None, epo
 
 def _run_curve(run_dir: Path) -> dict:
     """The backbone run's per-epoch validation curve, wall time and speed (from metrics.jsonl)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    rows = read_metrics(run_dir)
+    if not rows:
         return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     curve = [{"epoch": r["epoch"], **{k: v for k, v in r.items() if k.startswith("val_top1")}} for r in rows]
     seconds = sum(float(r.get("epoch_seconds", 0.0)) for r in rows)
     speeds = [float(r["images_per_second"]) for r in rows if "images_per_second" in r]

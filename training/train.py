@@ -81,7 +81,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # EMA of weights per step (0: off); the EMA is what gets evaluated
     teacher: str | None = None  # a teacher.pt (athe train teacher): its hard labels join the targets
     teacher_weight: float = 0.5  # share of the target that is the teacher's (smoothed) hard label
-    erase_prob: float = 0.25  # probability that an image gets a random erasing rectangle
+    erase_prob: float = 0.25  # random erasing per image (array path; the PIL path uses RandAugment)
 
 
 def _is_dist() -> bool:
@@ -305,6 +305,14 @@ def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def read_metrics(out: Path) -> list[dict]:
+    """The per-epoch rows ``_append_metrics`` wrote to ``out/metrics.jsonl`` ([] if none yet)."""
+    path = out / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _append_metrics(out: Path, row: dict) -> None:
