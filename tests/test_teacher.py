@@ -71,6 +71,24 @@ def test_teacher_targets_mix_the_teacher_label():
     assert torch.allclose(mixed, expect) and torch.allclose(mixed.sum(1), torch.ones(6))
 
 
+def test_soft_teacher_targets_carry_the_teacher_distribution():
+    net = TeacherNet(10, widths=(8, 8, 8)).eval()
+    x = torch.randn(6, 3, 32, 32)
+    target = smooth_targets(torch.arange(6) % 10, 10, 0.1)
+    common = dict(variant="v", data="d", out="o", epochs=1, batch_size=6, lr=1e-3, weight_decay=0.0,
+                  warmup_epochs=0, label_smoothing=0.1, distill_weight=1.0, val_size=0, router_size=0,
+                  split_seed=0, teacher_weight=0.4)
+    soft = teacher_targets(net, x, target, TrainConfig(**common, teacher_kind="soft"))
+    hard = teacher_targets(net, x, target, TrainConfig(**common, teacher_kind="hard"))
+    with torch.no_grad():
+        probs = net(x).softmax(-1)
+    assert torch.allclose(soft, 0.6 * target + 0.4 * probs, atol=1e-6)
+    assert torch.allclose(soft.sum(1), torch.ones(6))
+    assert not torch.allclose(soft, hard)  # the teacher's runner-up classes reach the student
+    with pytest.raises(ValueError, match="use 'hard' or 'soft'"):
+        teacher_targets(net, x, target, TrainConfig(**common, teacher_kind="mean"))
+
+
 def test_load_teacher_refuses_other_files(tmp_path, tiny_checkpoint):
     with pytest.raises(ValueError, match="is not a teacher checkpoint"):
         load_teacher(tiny_checkpoint)

@@ -64,6 +64,8 @@ def train() -> None:
               help="A teacher.pt (athe train teacher on this run's split): distil its hard labels.")
 @click.option("--teacher-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of each target that is the teacher's label.")
+@click.option("--teacher-kind", type=click.Choice(["hard", "soft"]), default="hard", show_default=True,
+              help="hard: the teacher's smoothed argmax (DeiT); soft: its softmax (function matching).")
 @click.option("--out", type=str, required=True, callback=out_option, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def backbone(variant_name: str, data: str | None, dataset: str, download: bool, init: str | None,
@@ -71,7 +73,7 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
              cheap_levels_per_step: int, seed: int, limit: int | None, max_steps: int | None,
              workers: int, compile_: bool, precision: str, mix_prob: float | None,
              ema_decay: float | None, exit_weight: float, teacher: str | None, teacher_weight: float,
-             out: Path, resume: bool) -> None:
+             teacher_kind: str, out: Path, resume: bool) -> None:
     """Train every level of VARIANT's backbone with one weight set."""
     from athe.training.train import TrainConfig, train_backbone
 
@@ -81,6 +83,8 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
     data = data or recipe.data_path
     if data is None:
         raise click.UsageError(f"variant {variant_name!r} has no default data; pass --data")
+    if teacher_kind == "soft" and teacher is None:
+        raise click.UsageError("--teacher-kind soft needs --teacher PATH (a teacher.pt from athe train teacher)")
     if init not in (None, "timm") and not Path(init).is_file():
         raise click.BadParameter(f"{init!r} is neither 'timm' nor an existing checkpoint file", param_hint="--init")
     cfg = TrainConfig(
@@ -94,7 +98,7 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
         precision=precision, exit_weight=exit_weight,
         mix_prob=recipe.mix_prob if mix_prob is None else mix_prob,
         ema_decay=recipe.ema_decay if ema_decay is None else ema_decay,
-        teacher=teacher, teacher_weight=teacher_weight,
+        teacher=teacher, teacher_weight=teacher_weight, teacher_kind=teacher_kind,
     )
     metrics = library_call(train_backbone, cfg, variant, resume=resume)
     click.echo(json.dumps(metrics, indent=2))

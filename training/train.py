@@ -79,8 +79,9 @@ class TrainConfig:
     exit_weight: float = 1.0  # weight of each early exit's loss (CE + distillation from the last)
     mix_prob: float = 0.0  # probability that a batch is mixed (mixup or cutmix, half each)
     ema_decay: float = 0.0  # EMA of weights per step (0: off); the EMA is what gets evaluated
-    teacher: str | None = None  # a teacher.pt (athe train teacher): its hard labels join the targets
-    teacher_weight: float = 0.5  # share of the target that is the teacher's (smoothed) hard label
+    teacher: str | None = None  # a teacher.pt (athe train teacher): its labels join the targets
+    teacher_weight: float = 0.5  # share of the target that is the teacher's label
+    teacher_kind: str = "hard"  # hard: its smoothed argmax (DeiT); soft: its softmax (function matching)
     erase_prob: float = 0.25  # random erasing per image (array path; the PIL path uses RandAugment)
 
 
@@ -358,7 +359,7 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
         state = read_checkpoint(ckpt_path)
         saved = TrainConfig(**state["config"])
         for key in ("variant", "batch_size", "lr", "split_seed", "val_size", "router_size", "seed",
-                    "teacher", "teacher_weight"):
+                    "teacher", "teacher_weight", "teacher_kind"):
             if getattr(saved, key) != getattr(cfg, key):
                 raise ValueError(
                     f"--resume: {key}={getattr(cfg, key)!r} differs from the run's {getattr(saved, key)!r}; "
@@ -514,13 +515,20 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
 
 def teacher_targets(teacher: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, cfg: TrainConfig,
                     amp: tuple[str, torch.dtype, bool] = ("cpu", torch.bfloat16, False)) -> torch.Tensor:
-    """DeiT-style hard distillation folded into the target: ``(1 - w) * target + w * smooth(
-    argmax teacher(x))``, the teacher seeing the same augmented, mixed batch as the student."""
+    """Distillation folded into the target: ``(1 - w) * target + w * t`` where ``t`` is the
+    teacher's smoothed argmax (``teacher_kind="hard"``, DeiT) or its softmax (``"soft"``, function
+    matching), the teacher seeing the same augmented, mixed batch as the student."""
+    if cfg.teacher_kind not in ("hard", "soft"):
+        raise ValueError(f"teacher_kind={cfg.teacher_kind!r}: use 'hard' or 'soft'")
     device_type, dtype, enabled = amp
     with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-        hard = teacher(x.contiguous(memory_format=torch.channels_last)).float().argmax(-1)
+        logits = teacher(x.contiguous(memory_format=torch.channels_last)).float()
+    if cfg.teacher_kind == "soft":
+        t = logits.softmax(-1)
+    else:
+        t = smooth_targets(logits.argmax(-1), target.shape[-1], cfg.label_smoothing)
     w = cfg.teacher_weight
-    return (1 - w) * target + w * smooth_targets(hard, target.shape[-1], cfg.label_smoothing)
+    return (1 - w) * target + w * t
 
 
 def smooth_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
