@@ -61,7 +61,7 @@ def train() -> None:
 @click.option("--exit-weight", type=float, default=1.0, show_default=True, callback=finite_float(0.0, 1000.0),
               help="Weight of each early exit's loss.")
 @click.option("--teacher", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A teacher.pt (athe train teacher on this run's split): distil its hard labels.")
+              help="A teacher.pt (athe train teacher on this run's split): distil its labels (--teacher-kind).")
 @click.option("--teacher-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of each target that is the teacher's label.")
 @click.option("--teacher-kind", type=click.Choice(["hard", "soft"]), default="hard", show_default=True,

@@ -84,6 +84,10 @@ class TrainConfig:
     teacher_kind: str = "hard"  # hard: its smoothed argmax (DeiT); soft: its softmax (function matching)
     erase_prob: float = 0.25  # random erasing per image (array path; the PIL path uses RandAugment)
 
+    def __post_init__(self) -> None:
+        if self.teacher_kind not in ("hard", "soft"):
+            raise ValueError(f"teacher_kind={self.teacher_kind!r}: use 'hard' or 'soft'")
+
 
 def _is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -518,8 +522,6 @@ def teacher_targets(teacher: torch.nn.Module, x: torch.Tensor, target: torch.Ten
     """Distillation folded into the target: ``(1 - w) * target + w * t`` where ``t`` is the
     teacher's smoothed argmax (``teacher_kind="hard"``, DeiT) or its softmax (``"soft"``, function
     matching), the teacher seeing the same augmented, mixed batch as the student."""
-    if cfg.teacher_kind not in ("hard", "soft"):
-        raise ValueError(f"teacher_kind={cfg.teacher_kind!r}: use 'hard' or 'soft'")
     device_type, dtype, enabled = amp
     with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
         logits = teacher(x.contiguous(memory_format=torch.channels_last)).float()
