@@ -104,13 +104,15 @@ def test_teacher_trains_on_the_runs_split_and_distils_into_a_backbone(cifar_arch
                 val_size=200, router_size=200, split_seed=0, limit=128, workers=0, log_every=1000, max_steps=1)
     train_backbone(TrainConfig(**base), tiny)
     card = train_teacher(TeacherConfig(run=str(tmp_path / "run"), out=str(tmp_path / "teacher"), epochs=1,
-                                       batch_size=64, limit=256), tiny.preprocess, 10, str(cifar_archive))
+                                       batch_size=64, limit=256, widths=(16, 32, 32)),
+                         tiny.preprocess, 10, str(cifar_archive))
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert card["train_images"] == 128  # the run's train indices only (limit 256 > 128)
     assert set(card["held_out_top1"]) == {"val"} and 0 <= card["held_out_top1"]["val"] <= 100
     assert len(split["val"]) == 200
     teacher = load_teacher(tmp_path / "teacher" / "teacher.pt")
-    assert teacher.head.out_features == 10
+    assert teacher.head.out_features == 10 and teacher.widths == (16, 32, 32)
+    assert card["net"] == "TeacherNet(16, 32, 32)" and card["command"].endswith("--widths 16,32,32")
     metrics = train_backbone(TrainConfig(**{**base, "out": str(tmp_path / "kd"),
                                             "teacher": str(tmp_path / "teacher" / "teacher.pt")}), tiny)
     assert np.isfinite(metrics["train_loss"])
@@ -127,3 +129,21 @@ def test_train_teacher_cli_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert result.exit_code != 0
     assert "config.json' not found: --run takes a backbone run folder" in result.output
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("widths", ["128,384", "0,8,8", "a,b,c"])
+def test_train_teacher_cli_refuses_bad_widths(tmp_path, widths):
+    from click.testing import CliRunner
+
+    from athe.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", "teacher", "--run", str(tmp_path), "--widths", widths,
+                                      "--out", str(tmp_path / "t")])
+    assert result.exit_code == 2
+    assert "is not three positive integers; write e.g. 128,384,384" in result.output
+    assert not (tmp_path / "t").exists()
+
+
+def test_teacher_config_refuses_bad_widths():
+    with pytest.raises(ValueError, match="three positive channel counts"):
+        TeacherConfig(run="r", out="o", widths=(8, 8))  # type: ignore[arg-type]

@@ -150,6 +150,13 @@ def gates(run: str, delta: float, budget: float | None, latency_from: str | None
                "(the bundle's manifest takes the new thresholds)", err=True)
 
 
+def _widths_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int, int]:
+    parts = value.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{value!r} is not three positive integers; write e.g. 128,384,384")
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
 @train.command("teacher")
 @click.option("--run", "run", type=click.Path(exists=True, file_okay=False), required=True,
               help="Backbone run folder: the teacher trains on its split.json's train images only.")
@@ -159,9 +166,11 @@ def gates(run: str, delta: float, budget: float | None, latency_from: str | None
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--limit", type=POSITIVE, default=None, help="Use only N of the run's training images.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--widths", type=str, default="64,256,256", show_default=True, callback=_widths_option,
+              help="Channels of the three conv groups, e.g. 128,384,384 (wider: slower, more accurate).")
 @click.option("--out", type=str, required=True, callback=out_option, help="Teacher folder (teacher.pt, teacher.json).")
 def teacher(run: str, data: str | None, epochs: int, lr: float, seed: int, limit: int | None,
-            precision: str, out: Path) -> None:
+            precision: str, widths: tuple[int, int, int], out: Path) -> None:
     """Train the CNN teacher that `athe train backbone --teacher` distils from."""
     from athe.training.teacher import TeacherConfig, train_teacher
 
@@ -171,7 +180,8 @@ def teacher(run: str, data: str | None, epochs: int, lr: float, seed: int, limit
     run_cfg = json.loads(config.read_text())
     variant = get_variant(run_cfg["variant"])
     data = data or run_cfg["data"]
-    cfg = TeacherConfig(run=run, out=str(out), epochs=epochs, lr=lr, seed=seed, limit=limit, precision=precision)
+    cfg = TeacherConfig(run=run, out=str(out), epochs=epochs, lr=lr, seed=seed, limit=limit, precision=precision,
+                        widths=widths)
     card = library_call(train_teacher, cfg, variant.preprocess, variant.backbone.num_classes, str(data))
     click.echo(json.dumps({k: card[k] for k in ("held_out_top1", "wall_seconds", "params")}, indent=2))
     click.echo(f"Next: athe train backbone ... --teacher {Path(out) / 'teacher.pt'}", err=True)

@@ -110,6 +110,12 @@ class TeacherConfig:
     seed: int = 0
     limit: int | None = None
     precision: str = "auto"
+    widths: tuple[int, int, int] = (64, 256, 256)  # channels of the three groups
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
+        if len(self.widths) != 3 or min(self.widths) < 1:
+            raise ValueError(f"widths must be three positive channel counts, got {self.widths!r}")
 
 
 def _lr_at(step: int, total: int, peak: float) -> float:
@@ -148,7 +154,7 @@ def train_teacher(cfg: TeacherConfig, pre: Preprocess, num_classes: int, data: s
     if not held:
         held = {"val": np.asarray(split["val"], dtype=np.int64)}
     seed_everything(cfg.seed)
-    model = TeacherNet(num_classes).to(memory_format=torch.channels_last)
+    model = TeacherNet(num_classes, cfg.widths).to(memory_format=torch.channels_last)
     labels = torch.from_numpy(images.labels)
     model.init_whitening(normalize_batch(torch.from_numpy(images.array[train_idx[:5000]]), pre))
     amp, dtype = resolve_precision(cfg.precision, torch.device("cpu"))
@@ -196,7 +202,8 @@ def train_teacher(cfg: TeacherConfig, pre: Preprocess, num_classes: int, data: s
         "held_out_top1": {k: curve[-1][f"top1_{k}"] for k in held},
         "tta": "flip", "precision": "bf16 autocast" if amp else "fp32",
         "wall_seconds": round(time.time() - start, 1), "curve": curve,
-        "command": f"athe train teacher --run {cfg.run} --out {cfg.out} --epochs {cfg.epochs}",
+        "command": (f"athe train teacher --run {cfg.run} --out {cfg.out} --epochs {cfg.epochs}"
+                    + ("" if cfg.widths == (64, 256, 256) else f" --widths {','.join(map(str, cfg.widths))}")),
     }
     torch.save({"format": TEACHER_FORMAT, "state_dict": model.state_dict(), "num_classes": num_classes,
                 "widths": list(model.widths), "card": card}, out / "teacher.pt")
