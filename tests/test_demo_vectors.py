@@ -42,7 +42,8 @@ def committed() -> dict:
 def _same(a: object, b: object) -> bool:
     """Equal, floats within 1e-13 relative: the logistic gate's dot products run through the
     CPU's BLAS kernel, whose summation order (so the last bits) differs between CPUs (measured:
-    3 gate scores ≤ 7e-17 apart, Intel Sapphire Rapids vs AMD EPYC). The phones check with 1e-12."""
+    3 gate scores ≤ 2.3e-16 apart on an AMD EPYC vs the machine that wrote the file). The phones
+    check with 1e-12."""
     if isinstance(a, float) and isinstance(b, float):
         return math.isclose(a, b, rel_tol=1e-13, abs_tol=1e-300)
     if type(a) is not type(b):

@@ -37,6 +37,7 @@ from athe.training.transforms import augment_batch, normalize_batch
 from athe.variants import Preprocess
 
 TEACHER_FORMAT = "athe-teacher/1"
+DEFAULT_WIDTHS = (64, 256, 256)  # channels of the three conv groups; `athe train teacher --widths`
 
 
 class _Group(nn.Module):
@@ -56,7 +57,7 @@ class _Group(nn.Module):
 class TeacherNet(nn.Module):
     """``[B, 3, 32, 32]`` normalised images -> ``[B, classes]`` logits."""
 
-    def __init__(self, num_classes: int, widths: tuple[int, int, int] = (64, 256, 256)) -> None:
+    def __init__(self, num_classes: int, widths: tuple[int, int, int] = DEFAULT_WIDTHS) -> None:
         super().__init__()
         self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)
@@ -110,7 +111,7 @@ class TeacherConfig:
     seed: int = 0
     limit: int | None = None
     precision: str = "auto"
-    widths: tuple[int, int, int] = (64, 256, 256)  # channels of the three groups
+    widths: tuple[int, int, int] = DEFAULT_WIDTHS  # channels of the three groups
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
@@ -203,7 +204,7 @@ def train_teacher(cfg: TeacherConfig, pre: Preprocess, num_classes: int, data: s
         "tta": "flip", "precision": "bf16 autocast" if amp else "fp32",
         "wall_seconds": round(time.time() - start, 1), "curve": curve,
         "command": (f"athe train teacher --run {cfg.run} --out {cfg.out} --epochs {cfg.epochs}"
-                    + ("" if cfg.widths == (64, 256, 256) else f" --widths {','.join(map(str, cfg.widths))}")),
+                    + ("" if cfg.widths == DEFAULT_WIDTHS else f" --widths {','.join(map(str, cfg.widths))}")),
     }
     torch.save({"format": TEACHER_FORMAT, "state_dict": model.state_dict(), "num_classes": num_classes,
                 "widths": list(model.widths), "card": card}, out / "teacher.pt")
