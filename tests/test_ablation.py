@@ -23,6 +23,9 @@ def test_arms_differ_in_one_ingredient_and_finished_arms_are_reused(cifar_archiv
     full, no_erase = (asdict(ablation.arm_config(base, a, tmp_path)) for a in ("full", "no-erasing"))
     assert {k for k in full if full[k] != no_erase[k]} == {"out", "erase_prob"}
     assert full["erase_prob"] > 0 and no_erase["erase_prob"] == 0.0
+    soft = asdict(ablation.arm_config(base, "soft-teacher", tmp_path))
+    assert {k for k in full if full[k] != soft[k]} == {"out", "teacher_kind", "teacher_weight"}
+    assert (full["teacher_kind"], soft["teacher_kind"], soft["teacher_weight"]) == ("hard", "soft", 0.7)
 
     results = ablation.run_arms(base, ["full", "no-erasing"], tmp_path, variant=tiny)
     assert [r["arm"] for r in results] == ["full", "no-erasing"]
@@ -45,6 +48,7 @@ def test_arms_differ_in_one_ingredient_and_finished_arms_are_reused(cifar_archiv
 def test_cli_refuses_bad_arms_and_a_missing_teacher(tmp_path, capsys):
     for argv, msg in ((["--arms", "full,no-such"], "unknown no-such"),
                       (["--arms", "full,no-teacher"], "no --teacher was given"),
+                      (["--arms", "soft-teacher"], "includes soft-teacher but no --teacher"),
                       (["--teacher", str(tmp_path / "nope.pt"), "--arms", "full"], "no file at")):
         with pytest.raises(SystemExit) as e:
             ablation.main(["--data", "x", "--out", str(tmp_path / "o"), *argv])

@@ -147,3 +147,51 @@ def test_train_teacher_cli_refuses_bad_widths(tmp_path, widths):
 def test_teacher_config_refuses_bad_widths():
     with pytest.raises(ValueError, match="three positive channel counts"):
         TeacherConfig(run="r", out="o", widths=(8, 8))  # type: ignore[arg-type]
+
+
+def test_teacher_config_refuses_an_unknown_tta():
+    with pytest.raises(ValueError, match="use one of flip, flip-translate"):
+        TeacherConfig(run="r", out="o", tta="crops")
+
+
+def test_flip_translate_tta_weights_six_views():
+    torch.manual_seed(0)
+    net = TeacherNet(10, widths=(8, 16, 16)).eval()
+    x = torch.randn(5, 3, 32, 32)
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    with torch.no_grad():
+        def mirror(v):
+            return (net(v) + net(v.flip(-1))) / 2
+        expect = 0.5 * mirror(x) + 0.25 * mirror(padded[..., :32, :32]) + 0.25 * mirror(padded[..., 2:, 2:])
+    assert torch.allclose(net.predict(x, batch_size=2), expect, atol=1e-5)
+    assert torch.allclose(net.predict(x, tta="flip"), mirror(x), atol=1e-5)
+    assert not torch.allclose(expect, mirror(x), atol=1e-3)  # the shifted views do change the logits
+
+
+def test_batchnorm_scales_are_frozen_and_convs_start_as_identity():
+    net = TeacherNet(10, widths=(32, 64, 64))
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 6 and all(not m.weight.requires_grad and m.bias.requires_grad for m in bns)
+    conv1 = net.groups[1].conv1.weight  # 32 -> 64: its first 32 filters pass their channel through
+    assert torch.equal(conv1[:32, :, 1, 1], torch.eye(32)) and conv1[:32].abs().sum() == 32
+
+
+def test_lr_schedule_and_lookahead_pull():
+    from athe.training.teacher import _Lookahead, _lookahead_decay, _lr_at
+
+    assert _lr_at(0, 100, 2.0) == pytest.approx(0.4) and _lr_at(23, 100, 2.0) == pytest.approx(2.0)
+    assert _lr_at(100, 100, 2.0) == pytest.approx(0.14) and _lr_at(61, 100, 2.0) < _lr_at(60, 100, 2.0)
+    assert _lookahead_decay(0, 100) == 0.0 and _lookahead_decay(100, 100) == pytest.approx(0.95 ** 5)
+    net = TeacherNet(10, widths=(8, 8, 8))
+    slow = _Lookahead(net)
+    before = net.head.weight.detach().clone()
+    with torch.no_grad():
+        net.head.weight.add_(1.0)
+        net.groups[0].bn1.running_mean.add_(2.0)
+    slow.pull(net, 0.75)  # a quarter of the way to the fast weights, which then take it
+    assert torch.allclose(net.head.weight, before + 0.25)
+    assert torch.allclose(net.groups[0].bn1.running_mean, torch.full((8,), 0.5))
+    with torch.no_grad():
+        net.head.weight.add_(5.0)
+    slow.pull(net, 1.0)  # decay 1: back to the slow weights, which do not move
+    assert torch.allclose(net.head.weight, before + 0.25)

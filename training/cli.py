@@ -161,8 +161,9 @@ def _widths_option(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option("--run", "run", type=click.Path(exists=True, file_okay=False), required=True,
               help="Backbone run folder: the teacher trains on its split.json's train images only.")
 @click.option("--data", type=click.Path(exists=True), default=None, help="Default: the run's data.")
-@click.option("--epochs", type=click.IntRange(1, 100_000), default=12, show_default=True)
-@click.option("--lr", type=float, default=0.3, show_default=True, callback=finite_float(1e-12, 10.0))
+@click.option("--epochs", type=click.IntRange(1, 100_000), default=10, show_default=True)
+@click.option("--lr", type=float, default=1.5, show_default=True, callback=finite_float(1e-12, 10.0),
+              help="Peak learning rate of the weights (BatchNorm shifts: 64x).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--limit", type=POSITIVE, default=None, help="Use only N of the run's training images.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
