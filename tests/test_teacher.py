@@ -188,10 +188,10 @@ def test_lr_schedule_and_lookahead_pull():
     with torch.no_grad():
         net.head.weight.add_(1.0)
         net.groups[0].bn1.running_mean.add_(2.0)
-    slow.pull(net, 0.75)  # a quarter of the way to the fast weights, which then take it
+    slow.pull(0.75)  # a quarter of the way to the fast weights, which then take it
     assert torch.allclose(net.head.weight, before + 0.25)
     assert torch.allclose(net.groups[0].bn1.running_mean, torch.full((8,), 0.5))
     with torch.no_grad():
         net.head.weight.add_(5.0)
-    slow.pull(net, 1.0)  # decay 1: back to the slow weights, which do not move
+    slow.pull(1.0)  # decay 1: back to the slow weights, which do not move
     assert torch.allclose(net.head.weight, before + 0.25)

@@ -3,9 +3,9 @@
 Each arm is a real backbone run (``train_backbone``) from the same random init, on the same
 training subset, the same number of epochs and the same seed; only the ingredient named by the
 arm differs from the full recipe (``soft-teacher`` swaps rather than removes: the teacher's
-softmax at weight 0.7, as the shipped legs distil, for its hard label at 0.5). The table reports each arm's validation top-1 (the 5,000
-``val`` images of the split, EMA weights where the arm has an EMA) and its difference from the
-full recipe.
+softmax at weight 0.7, as the shipped legs distil, for its hard label at 0.5). The table reports
+each arm's validation top-1 (the 5,000 ``val`` images of the split, EMA weights where the arm
+has an EMA) and its difference from the full recipe.
 
     python -m athe.training.ablation --data ../shared/data/cifar10-train.tar.gz \\
         --teacher runs/teacher/teacher.pt --limit 8000 --epochs 2 --out runs/ablation

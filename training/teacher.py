@@ -45,6 +45,11 @@ DEFAULT_WIDTHS = (64, 256, 256)  # channels of the three conv groups; `athe trai
 TTA_MODES = ("flip", "flip-translate")
 
 
+def _check_tta(tta: str) -> None:
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta={tta!r}: use one of {', '.join(TTA_MODES)}")
+
+
 class _Group(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
@@ -100,8 +105,7 @@ class TeacherNet(nn.Module):
         """Eval-mode logits with test-time augmentation: ``flip``, the mean over the image and its
         mirror; ``flip-translate``, half that plus a quarter each of the same for the image shifted
         one pixel up-left and one down-right (reflect padding)."""
-        if tta not in TTA_MODES:
-            raise ValueError(f"tta={tta!r}: use one of {', '.join(TTA_MODES)}")
+        _check_tta(tta)
         was = self.training
         self.eval()
         out = []
@@ -146,8 +150,7 @@ class TeacherConfig:
         self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
         if len(self.widths) != 3 or min(self.widths) < 1:
             raise ValueError(f"widths must be three positive channel counts, got {self.widths!r}")
-        if self.tta not in TTA_MODES:
-            raise ValueError(f"tta={self.tta!r}: use one of {', '.join(TTA_MODES)}")
+        _check_tta(self.tta)
 
 
 def _lr_at(step: int, total: int, peak: float) -> float:
@@ -168,14 +171,13 @@ class _Lookahead:
     the way to the fast weights and sets the fast weights to it."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.pairs = [(v, v.detach().clone()) for v in model.state_dict().values() if v.is_floating_point()]
 
     @torch.no_grad()
-    def pull(self, model: nn.Module, decay: float) -> None:
-        state = model.state_dict()
-        for k, slow in self.slow.items():
-            slow.lerp_(state[k], 1.0 - decay)
-            state[k].copy_(slow)
+    def pull(self, decay: float) -> None:
+        for fast, slow in self.pairs:
+            slow.lerp_(fast, 1.0 - decay)
+            fast.copy_(slow)
 
 
 def _split(run: Path) -> dict:
@@ -210,11 +212,13 @@ def train_teacher(cfg: TeacherConfig, pre: Preprocess, num_classes: int, data: s
     labels = torch.from_numpy(images.labels)
     model.init_whitening(normalize_batch(torch.from_numpy(images.array[train_idx[:5000]]), pre))
     amp, dtype = resolve_precision(cfg.precision, torch.device("cpu"))
-    biases = [model.whiten.bias] + [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    others = [p for p in model.parameters() if p.requires_grad and all(p is not b for b in biases)]
+    bn_shifts = [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    shift_ids = {id(p) for p in bn_shifts} | {id(model.whiten.bias)}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in shift_ids]
     bias_lr = cfg.lr * cfg.bias_lr_scale
-    groups = [{"params": [model.whiten.bias], "peak": bias_lr, "weight_decay": cfg.weight_decay / bias_lr},
-              {"params": biases[1:], "peak": bias_lr, "weight_decay": cfg.weight_decay / bias_lr},
+    groups = [{"params": [model.whiten.bias], "peak": bias_lr, "weight_decay": cfg.weight_decay / bias_lr,
+               "last_epoch": cfg.whiten_bias_epochs - 1},  # frozen after it
+              {"params": bn_shifts, "peak": bias_lr, "weight_decay": cfg.weight_decay / bias_lr},
               {"params": others, "peak": cfg.lr, "weight_decay": cfg.weight_decay / cfg.lr}]
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     lookahead = _Lookahead(model) if cfg.lookahead else None
@@ -233,8 +237,8 @@ def train_teacher(cfg: TeacherConfig, pre: Preprocess, num_classes: int, data: s
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             x = augment_batch(normalize_batch(torch.from_numpy(images.array[idx]), pre), gen,
                               pad=cfg.translate, erase_prob=0.0).contiguous(memory_format=torch.channels_last)
-            for k, g in enumerate(opt.param_groups):
-                g["lr"] = 0.0 if k == 0 and epoch >= cfg.whiten_bias_epochs else _lr_at(step, total, g["peak"])
+            for g in opt.param_groups:
+                g["lr"] = 0.0 if epoch > g.get("last_epoch", epoch) else _lr_at(step, total, g["peak"])
             with torch.autocast("cpu", dtype=dtype, enabled=amp):
                 loss = F.cross_entropy(model(x).float(), labels[idx], label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -242,10 +246,10 @@ def train_teacher(cfg: TeacherConfig, pre: Preprocess, num_classes: int, data: s
             opt.step()
             step += 1
             if lookahead is not None and step % 5 == 0:
-                lookahead.pull(model, _lookahead_decay(step, total))
+                lookahead.pull(_lookahead_decay(step, total))
             loss_sum += loss.item()
         if lookahead is not None and epoch == cfg.epochs - 1:
-            lookahead.pull(model, 1.0)  # the run ends on the slow weights
+            lookahead.pull(1.0)  # the run ends on the slow weights
         seconds = time.time() - t0
         with torch.autocast("cpu", dtype=dtype, enabled=amp):
             acc = {k: float(100 * (model.predict(x, tta=cfg.tta).argmax(-1) == labels[held[k]]).float().mean())
