@@ -99,9 +99,10 @@ def test_mix_batch_is_seeded_and_keeps_targets_normalised():
     assert same[0] is x and same[1] is t
 
 
-def test_resume_reproduces_the_next_epoch(cifar_archive, tiny, tmp_path):
-    straight = train_backbone(_cfg(tmp_path / "a", cifar_archive), tiny)
-    cfg_b = _cfg(tmp_path / "b", cifar_archive)
+@pytest.mark.parametrize("augment", ["crop_flip", "trivial"])
+def test_resume_reproduces_the_next_epoch(cifar_archive, tiny, tmp_path, augment):
+    straight = train_backbone(_cfg(tmp_path / "a", cifar_archive, augment=augment), tiny)
+    cfg_b = _cfg(tmp_path / "b", cifar_archive, augment=augment)
     first = train_backbone(TrainConfig(**{**cfg_b.__dict__, "max_steps": 4}), tiny)
     assert first["epoch"] == 1
     resumed = train_backbone(cfg_b, tiny, resume=True)
@@ -112,7 +113,10 @@ def test_resume_reproduces_the_next_epoch(cifar_archive, tiny, tmp_path):
     split = json.loads((tmp_path / "b" / "run" / "split.json").read_text())
     assert split["counts"] == {"val": 200, "router": 200, "train": 128}
     with pytest.raises(ValueError, match="lr=0.5 differs"):
-        train_backbone(_cfg(tmp_path / "b", cifar_archive, lr=0.5), tiny, resume=True)
+        train_backbone(_cfg(tmp_path / "b", cifar_archive, lr=0.5, augment=augment), tiny, resume=True)
+    other = "crop_flip" if augment == "trivial" else "trivial"
+    with pytest.raises(ValueError, match=f"augment='{other}' differs"):
+        train_backbone(_cfg(tmp_path / "b", cifar_archive, augment=other), tiny, resume=True)
 
 
 def test_ddp_two_processes_gloo(cifar_archive, tmp_path):
@@ -244,6 +248,7 @@ def test_training_benchmark_reports_every_configuration():
     assert set(res["train_images_per_second"]) == {"fp32-sdpa", "fp32", "bf16"}
     assert all(v > 0 for v in res["train_images_per_second"].values())
     assert res["ratio_vs_fp32_sdpa"]["fp32-sdpa"] == 1.0 and res["data_pipeline_images_per_second"] > 0
+    assert res["data_pipeline_trivial_images_per_second"] > 0
 
 
 def test_crossfit_scores_are_out_of_fold():

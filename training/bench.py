@@ -9,7 +9,7 @@ the same threads, interleaved round by round so that machine noise hits all of t
 Configurations: ``fp32-sdpa`` (the shipped run's settings: fp32, PyTorch's fused attention),
 ``fp32`` (explicit softmax attention), ``bf16`` (autocast), ``bf16-compile`` (with
 ``torch.compile``, optional: ``--compile``). The data pipeline (uint8 cache -> normalise ->
-crop/flip/erase -> mixup/cutmix) is timed on its own.
+crop/flip/erase -> mixup/cutmix) is timed on its own, without and with TrivialAugment.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ import torch
 
 from athe.training.model import build_model
 from athe.training.train import TrainConfig, level_losses, mix_batch, smooth_targets
-from athe.training.transforms import augment_batch, normalize_batch
+from athe.training.transforms import (
+    augment_batch,
+    normalize_batch,
+    normalize_unit,
+    trivial_augment_batch,
+    unit_batch,
+)
 from athe.variants import get_variant
 
 
@@ -79,18 +85,25 @@ def bench(variant_name: str, threads: int, batch: int, rounds: int, steps: int,
     S = variant.backbone.img_size
     arr = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, S, S, 3), dtype=np.uint8))
     gen = torch.Generator().manual_seed(0)
-    t = time.perf_counter()
+    data: dict[str, float] = {}
     reps = 50
-    for i in range(reps):
-        xb = augment_batch(normalize_batch(arr, variant.preprocess), gen)
-        tg = smooth_targets(torch.zeros(batch, dtype=torch.long), variant.backbone.num_classes, 0.1)
-        mix_batch(xb, tg, 0.5, np.random.default_rng(i))
-    data = reps * batch / (time.perf_counter() - t)
+    for name in ("crop_flip", "trivial"):
+        t = time.perf_counter()
+        for i in range(reps):
+            if name == "trivial":
+                xb = normalize_unit(trivial_augment_batch(unit_batch(arr), gen), variant.preprocess)
+            else:
+                xb = normalize_batch(arr, variant.preprocess)
+            xb = augment_batch(xb, gen)
+            tg = smooth_targets(torch.zeros(batch, dtype=torch.long), variant.backbone.num_classes, 0.1)
+            mix_batch(xb, tg, 0.5, np.random.default_rng(i))
+        data[name] = round(reps * batch / (time.perf_counter() - t), 1)
     return {"variant": variant_name, "threads": threads, "batch": batch,
             "step": "stage chain + exits, dense, 1 cheap level, backward, AdamW",
             "train_images_per_second": {k: round(v, 1) for k, v in train.items()},
             "ratio_vs_fp32_sdpa": {k: round(v / train["fp32-sdpa"], 2) for k, v in train.items()},
-            "data_pipeline_images_per_second": round(data, 1)}
+            "data_pipeline_images_per_second": data["crop_flip"],
+            "data_pipeline_trivial_images_per_second": data["trivial"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
           f"({res['step']}):")
     for k, v in res["train_images_per_second"].items():
         print(f"  {k:<13} {v:7.1f} images/s  {res['ratio_vs_fp32_sdpa'][k]:.2f}x fp32-sdpa")
-    print(f"data pipeline (uint8 cache -> augment -> mix): {res['data_pipeline_images_per_second']:.0f} images/s")
+    print(f"data pipeline (uint8 cache -> augment -> mix): {res['data_pipeline_images_per_second']:.0f} images/s"
+          f", with TrivialAugment: {res['data_pipeline_trivial_images_per_second']:.0f} images/s")
     print(json.dumps(res))
 
 

@@ -56,6 +56,8 @@ def train() -> None:
               show_default=True, help="auto: bf16 autocast where the CPU has bf16 matmuls (AMX/AVX512-BF16).")
 @click.option("--mix-prob", type=click.FloatRange(0, 1), default=None,
               help="Probability that a batch is mixed (mixup/cutmix); default: the variant's.")
+@click.option("--augment", type=click.Choice(["crop_flip", "trivial"]), default=None,
+              help="crop_flip: crop, flip, erasing; trivial: TrivialAugment first (default: the variant's).")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="EMA of weights per step (0: off); default: the variant's.")
 @click.option("--exit-weight", type=float, default=1.0, show_default=True, callback=finite_float(0.0, 1000.0),
@@ -72,7 +74,7 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
              epochs: int | None, batch_size: int | None, lr: float | None,
              cheap_levels_per_step: int, seed: int, limit: int | None, max_steps: int | None,
              workers: int, compile_: bool, precision: str, mix_prob: float | None,
-             ema_decay: float | None, exit_weight: float, teacher: str | None, teacher_weight: float,
+             augment: str | None, ema_decay: float | None, exit_weight: float, teacher: str | None, teacher_weight: float,
              teacher_kind: str, out: Path, resume: bool) -> None:
     """Train every level of VARIANT's backbone with one weight set."""
     from athe.training.train import TrainConfig, train_backbone
@@ -97,6 +99,7 @@ def backbone(variant_name: str, data: str | None, dataset: str, download: bool, 
         max_steps=max_steps, workers=workers, compile=compile_, dataset=dataset, download=download,
         precision=precision, exit_weight=exit_weight,
         mix_prob=recipe.mix_prob if mix_prob is None else mix_prob,
+        augment=recipe.augment if augment is None else augment,
         ema_decay=recipe.ema_decay if ema_decay is None else ema_decay,
         teacher=teacher, teacher_weight=teacher_weight, teacher_kind=teacher_kind,
     )

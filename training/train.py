@@ -40,11 +40,18 @@ from athe.training.transforms import (
     eval_tensor,
     is_array_ready,
     normalize_batch,
+    normalize_unit,
     train_transform,
+    trivial_augment_batch,
+    unit_batch,
 )
 from athe.variants import Level, Variant
 
 _logger = logging.getLogger(__name__)
+
+
+#: Array-path augmentations (``TrainConfig.augment``); the PIL path always uses RandAugment.
+AUGMENTS = ("crop_flip", "trivial")
 
 
 @dataclass
@@ -83,8 +90,11 @@ class TrainConfig:
     teacher_weight: float = 0.5  # share of the target that is the teacher's label
     teacher_kind: str = "hard"  # hard: its smoothed argmax (DeiT); soft: its softmax (function matching)
     erase_prob: float = 0.25  # random erasing per image (array path; the PIL path uses RandAugment)
+    augment: str = "crop_flip"  # array path: crop_flip, or trivial (TrivialAugment first, then crop_flip)
 
     def __post_init__(self) -> None:
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment={self.augment!r}: use one of {', '.join(AUGMENTS)}")
         if self.teacher_kind not in ("hard", "soft"):
             raise ValueError(f"teacher_kind={self.teacher_kind!r}: use 'hard' or 'soft'")
 
@@ -363,7 +373,7 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
         state = read_checkpoint(ckpt_path)
         saved = TrainConfig(**state["config"])
         for key in ("variant", "batch_size", "lr", "split_seed", "val_size", "router_size", "seed",
-                    "teacher", "teacher_weight", "teacher_kind"):
+                    "teacher", "teacher_weight", "teacher_kind", "augment"):
             if getattr(saved, key) != getattr(cfg, key):
                 raise ValueError(
                     f"--resume: {key}={getattr(cfg, key)!r} differs from the run's {getattr(saved, key)!r}; "
@@ -452,7 +462,11 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
                     raise RuntimeError("array-mode training needs decoded same-size images "
                                        "(ImageSet.array is None)")
                 idx = train_idx[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
-                x = normalize_batch(torch.from_numpy(images.array[idx]), pre)
+                raw = torch.from_numpy(images.array[idx])
+                if cfg.augment == "trivial":
+                    x = normalize_unit(trivial_augment_batch(unit_batch(raw), gen), pre)
+                else:
+                    x = normalize_batch(raw, pre)
                 x = augment_batch(x, gen, erase_prob=cfg.erase_prob).to(device, non_blocking=True)
                 y = torch.from_numpy(images.labels[idx]).to(device)
             else:

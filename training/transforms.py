@@ -47,7 +47,16 @@ def is_array_ready(images: ImageSet, pre: Preprocess) -> bool:
 
 def normalize_batch(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """uint8 ``[B, H, W, 3]`` -> normalised float ``[B, 3, H, W]`` (same math as ``eval_transform``)."""
-    x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+    return normalize_unit(unit_batch(batch), pre)
+
+
+def unit_batch(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` -> float ``[B, 3, H, W]`` in [0, 1]."""
+    return batch.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def normalize_unit(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """Float ``[B, 3, H, W]`` in [0, 1] -> normalised with the preprocess's mean and std."""
     mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous()  # NCHW memory, whatever the source layout
@@ -108,3 +117,91 @@ def eval_tensor(images: ImageSet, pre: Preprocess, indices: np.ndarray | None = 
         return normalize_batch(torch.from_numpy(images.array[idx]), pre)
     tf = eval_transform(pre)
     return torch.stack([tf(images.image(int(i))) for i in idx])
+
+
+#: The ops ``trivial_augment_batch`` draws from, one per image, each with a magnitude drawn
+#: uniformly in [0, 1] (TrivialAugment, Müller & Hutter 2021, with RandAugment's ranges).
+TRIVIAL_OPS = ("identity", "autocontrast", "brightness", "color", "contrast", "sharpness",
+               "posterize", "solarize", "rotate", "shear_x", "shear_y", "translate_x",
+               "translate_y")
+_GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """PIL ImageEnhance: ``b + factor * (a - b)`` per image (factor ``[B]``), clamped to [0, 1]."""
+    return (b + factor.view(-1, 1, 1, 1) * (a - b)).clamp_(0.0, 1.0)
+
+
+def trivial_augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """TrivialAugment on a whole batch: each image gets one random op at a random strength.
+
+    Every op is computed for the batch at once (the images are 32x32, so this costs less than
+    a per-image loop's dispatch) and each image keeps its own op's result. Equalize is left out
+    (a per-image histogram has no batched form that is worth its cost here).
+
+    Args:
+        x: ``[B, 3, H, W]`` float images in [0, 1] (not yet normalised).
+        generator: CPU generator (resumed epochs reproduce exactly).
+
+    Returns:
+        ``[B, 3, H, W]`` in [0, 1]; an image drawn ``identity`` is returned bit for bit.
+    """
+    B = x.shape[0]
+    op = torch.randint(0, len(TRIVIAL_OPS), (B,), generator=generator)
+    mag = torch.rand(B, generator=generator)
+    sign = torch.where(torch.rand(B, generator=generator) < 0.5, -1.0, 1.0)
+    return apply_trivial_ops(x, op, mag, sign)
+
+
+def apply_trivial_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor,
+                      sign: torch.Tensor) -> torch.Tensor:
+    """Image ``i`` of ``x`` through op ``TRIVIAL_OPS[op[i]]`` at strength ``mag[i]`` in [0, 1].
+
+    ``sign[i]`` (+-1) picks the direction of the signed ops (enhance factors ``1 +- 0.9 mag``,
+    rotation ``+-30 mag`` degrees, shear ``+-0.3 mag``, translation ``+-0.3 mag`` of the side).
+    """
+    B, C, H, W = x.shape
+    op, mag, sign = op.to(x.device), mag.to(x.device).float(), sign.to(x.device).float()
+    out = x.clone()
+
+    def take(name: str, value: torch.Tensor) -> None:
+        sel = (op == TRIVIAL_OPS.index(name)).view(B, 1, 1, 1)
+        out.copy_(torch.where(sel, value, out))
+
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)  # PIL's "L"
+    factor = 1.0 + 0.9 * mag * sign  # enhance factors in [0.1, 1.9]
+    take("brightness", _blend(x, torch.zeros_like(x), factor))
+    take("color", _blend(x, gray.expand_as(x), factor))
+    take("contrast", _blend(x, gray.mean((1, 2, 3), keepdim=True).expand_as(x), factor))
+    smooth = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], device=x.device) / 13.0
+    blurred = torch.nn.functional.conv2d(x, smooth.expand(C, 1, 3, 3).contiguous(), padding=1, groups=C)
+    blurred[..., 0, :], blurred[..., -1, :] = x[..., 0, :], x[..., -1, :]  # PIL keeps the border
+    blurred[..., :, 0], blurred[..., :, -1] = x[..., :, 0], x[..., :, -1]
+    take("sharpness", _blend(x, blurred, factor))
+    lo, hi = x.amin((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
+    take("autocontrast", torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x))
+    bits = (8 - (4 * mag).round()).view(B, 1, 1, 1)  # keep 8..4 bits
+    step = torch.pow(2.0, 8 - bits)
+    take("posterize", torch.floor(torch.round(x * 255.0) / step) * step / 255.0)
+    threshold = (1.0 - mag).view(B, 1, 1, 1)  # 1 (no change) .. 0 (invert all but black)
+    take("solarize", torch.where(x > threshold, 1.0 - x, x))
+
+    geo = torch.isin(op, torch.tensor([TRIVIAL_OPS.index(g) for g in _GEOMETRIC], device=x.device))
+    if geo.any():
+        theta = torch.zeros(B, 2, 3, device=x.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        s = mag * sign
+        angle = s * (30.0 * torch.pi / 180.0)
+        rot = op == TRIVIAL_OPS.index("rotate")
+        theta[rot, 0, 0], theta[rot, 0, 1] = torch.cos(angle[rot]), -torch.sin(angle[rot])
+        theta[rot, 1, 0], theta[rot, 1, 1] = torch.sin(angle[rot]), torch.cos(angle[rot])
+        theta[op == TRIVIAL_OPS.index("shear_x"), 0, 1] = 0.3 * s[op == TRIVIAL_OPS.index("shear_x")]
+        theta[op == TRIVIAL_OPS.index("shear_y"), 1, 0] = 0.3 * s[op == TRIVIAL_OPS.index("shear_y")]
+        # affine_grid works in [-1, 1] coordinates: a shift of 0.3 of the width is 0.6 there.
+        theta[op == TRIVIAL_OPS.index("translate_x"), 0, 2] = 0.6 * s[op == TRIVIAL_OPS.index("translate_x")]
+        theta[op == TRIVIAL_OPS.index("translate_y"), 1, 2] = 0.6 * s[op == TRIVIAL_OPS.index("translate_y")]
+        grid = torch.nn.functional.affine_grid(theta[geo], [int(geo.sum()), C, H, W], align_corners=False)
+        warped = torch.nn.functional.grid_sample(x[geo], grid, mode="bilinear", padding_mode="zeros",
+                                                 align_corners=False)
+        out[geo] = warped
+    return out
