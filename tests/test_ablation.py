@@ -26,6 +26,8 @@ def test_arms_differ_in_one_ingredient_and_finished_arms_are_reused(cifar_archiv
     soft = asdict(ablation.arm_config(base, "soft-teacher", tmp_path))
     assert {k for k in full if full[k] != soft[k]} == {"out", "teacher_kind", "teacher_weight"}
     assert (full["teacher_kind"], soft["teacher_kind"], soft["teacher_weight"]) == ("hard", "soft", 0.7)
+    ta = asdict(ablation.arm_config(base, "trivial-augment", tmp_path))
+    assert {k for k in full if full[k] != ta[k]} == {"out", "augment"} and ta["augment"] == "trivial"
 
     results = ablation.run_arms(base, ["full", "no-erasing"], tmp_path, variant=tiny)
     assert [r["arm"] for r in results] == ["full", "no-erasing"]
@@ -40,6 +42,12 @@ def test_arms_differ_in_one_ingredient_and_finished_arms_are_reused(cifar_archiv
     assert [r["val_top1_dense"] for r in again] == [r["val_top1_dense"] for r in results]
     table = ablation.markdown_table(again, base)
     assert "| no-erasing | no random erasing |" in table and "| full | the full recipe |" in table
+
+    # an arm saved before TrainConfig had a field (here: augment) is read back, not retrained
+    saved = json.loads((tmp_path / "full" / "config.json").read_text())
+    del saved["augment"]
+    (tmp_path / "full" / "config.json").write_text(json.dumps(saved))
+    assert ablation.run_arms(base, ["full"], tmp_path, variant=tiny)[0]["reused"]
 
     with pytest.raises(FileExistsError, match="other settings"):
         ablation.run_arms(replace(base, epochs=2), ["full"], tmp_path, variant=tiny)

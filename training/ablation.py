@@ -40,6 +40,8 @@ ARMS: dict[str, tuple[str, dict]] = {
     # not a removal: the shipped legs' distillation (the teacher's whole softmax, weight 0.7)
     "soft-teacher": ("the teacher's hard label (its softmax, w 0.7)",
                      {"teacher_kind": "soft", "teacher_weight": 0.7}),
+    # not a removal either: TrivialAugment before the crop/flip/erasing
+    "trivial-augment": ("nothing (adds TrivialAugment)", {"augment": "trivial"}),
 }
 NEEDS_TEACHER = ("no-teacher", "soft-teacher")
 
@@ -73,6 +75,10 @@ def _saved_state(cfg: TrainConfig) -> str:
     try:
         saved = json.loads((out / "config.json").read_text())
     except (OSError, ValueError):
+        return "other"
+    try:  # a run saved before a field existed holds that field's default
+        saved = json.loads(json.dumps(asdict(TrainConfig(**saved))))
+    except (TypeError, ValueError):
         return "other"
     if saved != json.loads(json.dumps(asdict(cfg))):
         return "other"
