@@ -183,10 +183,15 @@ class TrainRecipe:
     val_size: int = 5000
     router_size: int = 5000
     split_seed: int = 0
-    augment: str = "crop_flip"
+    augment: str = "crop_flip"  # one of AUGMENTS
     distill_weight: float = 1.0
     mix_prob: float = 0.0
     ema_decay: float = 0.0
+
+
+#: Array-path training augmentations (``TrainRecipe.augment``, ``athe train backbone --augment``):
+#: crop/flip/erasing, or TrivialAugment before them. The PIL path always uses RandAugment.
+AUGMENTS = ("crop_flip", "trivial")
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,8 @@ import torch
 
 from athe.training.model import build_model
 from athe.training.train import TrainConfig, level_losses, mix_batch, smooth_targets
-from athe.training.transforms import (
-    augment_batch,
-    normalize_batch,
-    normalize_unit,
-    trivial_augment_batch,
-    unit_batch,
-)
-from athe.variants import get_variant
+from athe.training.transforms import train_batch
+from athe.variants import AUGMENTS, get_variant
 
 
 def _step_fn(variant, cfg: TrainConfig, precision: str, fused: bool, compile_: bool, batch: int):
@@ -87,14 +81,10 @@ def bench(variant_name: str, threads: int, batch: int, rounds: int, steps: int,
     gen = torch.Generator().manual_seed(0)
     data: dict[str, float] = {}
     reps = 50
-    for name in ("crop_flip", "trivial"):
+    for name in AUGMENTS:
         t = time.perf_counter()
         for i in range(reps):
-            if name == "trivial":
-                xb = normalize_unit(trivial_augment_batch(unit_batch(arr), gen), variant.preprocess)
-            else:
-                xb = normalize_batch(arr, variant.preprocess)
-            xb = augment_batch(xb, gen)
+            xb = train_batch(arr, variant.preprocess, gen, name)
             tg = smooth_targets(torch.zeros(batch, dtype=torch.long), variant.backbone.num_classes, 0.1)
             mix_batch(xb, tg, 0.5, np.random.default_rng(i))
         data[name] = round(reps * batch / (time.perf_counter() - t), 1)

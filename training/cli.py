@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from athe.cli import OneLineErrors, finite_float, is_user_error, one_line, out_option
-from athe.variants import VARIANTS, get_variant
+from athe.variants import AUGMENTS, VARIANTS, get_variant
 
 #: Bounds of the numeric options (a typo like --epochs 0 or --lr nan is refused at parse time).
 POSITIVE = click.IntRange(min=1)
@@ -56,7 +56,7 @@ def train() -> None:
               show_default=True, help="auto: bf16 autocast where the CPU has bf16 matmuls (AMX/AVX512-BF16).")
 @click.option("--mix-prob", type=click.FloatRange(0, 1), default=None,
               help="Probability that a batch is mixed (mixup/cutmix); default: the variant's.")
-@click.option("--augment", type=click.Choice(["crop_flip", "trivial"]), default=None,
+@click.option("--augment", type=click.Choice(AUGMENTS), default=None,
               help="crop_flip: crop, flip, erasing; trivial: TrivialAugment first (default: the variant's).")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="EMA of weights per step (0: off); default: the variant's.")

@@ -36,22 +36,14 @@ from athe.training.data import ImageSet, check_labels, load_imageset, make_split
 from athe.training.model import AtheViT, chain_is_dense, load_model, read_checkpoint
 from athe.training.transforms import (
     PilDataset,
-    augment_batch,
     eval_tensor,
     is_array_ready,
-    normalize_batch,
-    normalize_unit,
+    train_batch,
     train_transform,
-    trivial_augment_batch,
-    unit_batch,
 )
-from athe.variants import Level, Variant
+from athe.variants import AUGMENTS, Level, Variant
 
 _logger = logging.getLogger(__name__)
-
-
-#: Array-path augmentations (``TrainConfig.augment``); the PIL path always uses RandAugment.
-AUGMENTS = ("crop_flip", "trivial")
 
 
 @dataclass
@@ -462,12 +454,8 @@ def train_backbone(cfg: TrainConfig, variant: Variant, resume: bool = False) -> 
                     raise RuntimeError("array-mode training needs decoded same-size images "
                                        "(ImageSet.array is None)")
                 idx = train_idx[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
-                raw = torch.from_numpy(images.array[idx])
-                if cfg.augment == "trivial":
-                    x = normalize_unit(trivial_augment_batch(unit_batch(raw), gen), pre)
-                else:
-                    x = normalize_batch(raw, pre)
-                x = augment_batch(x, gen, erase_prob=cfg.erase_prob).to(device, non_blocking=True)
+                x = train_batch(torch.from_numpy(images.array[idx]), pre, gen, cfg.augment,
+                                cfg.erase_prob).to(device, non_blocking=True)
                 y = torch.from_numpy(images.labels[idx]).to(device)
             else:
                 x, y = next(batches)

@@ -95,6 +95,20 @@ def augment_batch(batch: torch.Tensor, generator: torch.Generator, pad: int = 4,
     return out
 
 
+def train_batch(raw: torch.Tensor, pre: Preprocess, generator: torch.Generator,
+                augment: str = "crop_flip", erase_prob: float = 0.25) -> torch.Tensor:
+    """The array path's training batch: uint8 ``[B, H, W, 3]`` -> augmented, normalised NCHW.
+
+    ``augment`` is one of ``athe.variants.AUGMENTS``: ``trivial`` runs TrivialAugment on the
+    [0, 1] images before the crop/flip/erasing.
+    """
+    if augment == "trivial":
+        x = normalize_unit(trivial_augment_batch(unit_batch(raw), generator), pre)
+    else:
+        x = normalize_batch(raw, pre)
+    return augment_batch(x, generator, erase_prob=erase_prob)
+
+
 class PilDataset(torch.utils.data.Dataset):
     """An ``ImageSet`` through PIL transforms (for images that need resizing)."""
 
@@ -195,11 +209,12 @@ def apply_trivial_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor,
         rot = op == TRIVIAL_OPS.index("rotate")
         theta[rot, 0, 0], theta[rot, 0, 1] = torch.cos(angle[rot]), -torch.sin(angle[rot])
         theta[rot, 1, 0], theta[rot, 1, 1] = torch.sin(angle[rot]), torch.cos(angle[rot])
-        theta[op == TRIVIAL_OPS.index("shear_x"), 0, 1] = 0.3 * s[op == TRIVIAL_OPS.index("shear_x")]
-        theta[op == TRIVIAL_OPS.index("shear_y"), 1, 0] = 0.3 * s[op == TRIVIAL_OPS.index("shear_y")]
-        # affine_grid works in [-1, 1] coordinates: a shift of 0.3 of the width is 0.6 there.
-        theta[op == TRIVIAL_OPS.index("translate_x"), 0, 2] = 0.6 * s[op == TRIVIAL_OPS.index("translate_x")]
-        theta[op == TRIVIAL_OPS.index("translate_y"), 1, 2] = 0.6 * s[op == TRIVIAL_OPS.index("translate_y")]
+        # (row, column, scale) of each op's theta entry; affine_grid works in [-1, 1]
+        # coordinates, so a shift of 0.3 of the side is 0.6 there.
+        for name, (r, c, scale) in {"shear_x": (0, 1, 0.3), "shear_y": (1, 0, 0.3),
+                                    "translate_x": (0, 2, 0.6), "translate_y": (1, 2, 0.6)}.items():
+            sel = op == TRIVIAL_OPS.index(name)
+            theta[sel, r, c] = scale * s[sel]
         grid = torch.nn.functional.affine_grid(theta[geo], [int(geo.sum()), C, H, W], align_corners=False)
         warped = torch.nn.functional.grid_sample(x[geo], grid, mode="bilinear", padding_mode="zeros",
                                                  align_corners=False)
