@@ -106,7 +106,8 @@ def plot_pareto(result: EvalResult, path: Path) -> Path:
     title = f"{result.info.get('variant', '')} on {result.n_images} images"
     backend = result.info.get("backend") or {}
     if backend:
-        title += f" — {backend.get('backend')} ({backend.get('threads')} threads)"
+        n = backend.get('threads')
+        title += f" — {backend.get('backend')} ({n} thread{'' if n == 1 else 's'})"
     if result.warnings:
         title += "\nRANDOM WEIGHTS: accuracy is meaningless"
     fig.suptitle(title, color="tab:red" if result.warnings else "black")
